@@ -1,0 +1,51 @@
+# Quick start: `make run` (development server) and `make test` (default test suite).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test test-postgres test-redis test-browser lint format migration clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	ECHO_DEV_MODE=1 ECHO_ISSUER=$${ECHO_ISSUER:-http://$(HOST):$(PORT)} sh -c '\
+	  $(BIN)/echo-identity db upgrade && \
+	  $(BIN)/echo-identity demo && \
+	  exec $(BIN)/echo-identity serve --host $(HOST) --port $(PORT)'
+
+test: $(STAMP)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-postgres: $(STAMP)
+	ECHO_TEST_DATABASE_URL=$${ECHO_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
+	  $(BIN)/pytest -q tests/functional tests/unit -m 'not redis and not browser' $(PYTEST_ARGS)
+
+test-redis: $(STAMP)
+	ECHO_TEST_REDIS_URL=$${ECHO_TEST_REDIS_URL:-redis://127.0.0.1:6379/0} \
+	  $(BIN)/pytest -q -m redis $(PYTEST_ARGS)
+
+test-browser: $(STAMP)
+	$(BIN)/pytest -q -m browser $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+# Developers: make migration m="add widgets" (autogenerates against var/ SQLite database)
+migration: $(STAMP)
+	ECHO_DEV_MODE=1 $(BIN)/python -m echo_identity.migrations.autogenerate "$(m)"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

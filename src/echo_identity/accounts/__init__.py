@@ -1,0 +1,1 @@
+"""Users, password hashing, server-side browser sessions, login and logout."""

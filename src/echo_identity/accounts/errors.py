@@ -1,0 +1,53 @@
+"""Account errors, each with a stable machine code."""
+
+from __future__ import annotations
+
+from echo_identity.errors import EchoError
+
+
+class AccountError(EchoError):
+    code = "account_error"
+    status = 400
+
+
+class InvalidCredentials(AccountError):
+    """Unknown user, wrong password or disabled account: deliberately indistinguishable."""
+
+    code = "invalid_credentials"
+    status = 401
+    description = "Invalid username or password."
+
+
+class InvalidUsername(AccountError):
+    code = "invalid_username"
+    description = (
+        "Usernames are 1-64 characters: letters, digits and . _ @ + - (case-insensitive)."
+    )
+
+
+class InvalidEmail(AccountError):
+    code = "invalid_email"
+    description = "Give an e-mail address of the form name@example.org."
+
+
+class WeakPassword(AccountError):
+    code = "weak_password"
+    description = "Passwords must be 8 to 1024 characters long."
+
+
+class UsernameTaken(AccountError):
+    code = "username_taken"
+    status = 409
+    description = "That username is already taken."
+
+
+class EmailTaken(AccountError):
+    code = "email_taken"
+    status = 409
+    description = "That e-mail address already belongs to another user."
+
+
+class UnknownUser(AccountError):
+    code = "unknown_user"
+    status = 404
+    description = "No user has that username."

@@ -1,0 +1,91 @@
+"""Login, logout and the account pages (thin: parse, call the service, render)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from echo_identity.accounts.current import account_service, current_user, login_required
+from echo_identity.accounts.errors import InvalidCredentials
+from echo_identity.accounts.session_cookie import current_session
+from echo_identity.accounts.sessions import SessionStore
+from echo_identity.logs import get_logger
+from echo_identity.web.redirects import safe_next
+
+bp = Blueprint("accounts", __name__)
+log = get_logger("echo_identity.accounts")
+
+
+def _session_store() -> SessionStore:
+    store: SessionStore = current_app.extensions["echo.session_store"]
+    return store
+
+
+@bp.get("/")
+def index() -> WerkzeugResponse:
+    return redirect("/account" if current_user() else "/login")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> str | WerkzeugResponse | tuple[str, int]:
+    next_url = safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if current_user() is not None:
+            return redirect(next_url)
+        return render_template("accounts/login.html", next_url=next_url, error=None)
+
+    username = request.form.get("username", "")
+    try:
+        user = account_service().authenticate(username, request.form.get("password", ""))
+    except InvalidCredentials as exc:
+        log.info("login_failed", reason=exc.code)
+        page = render_template(
+            "accounts/login.html", next_url=next_url, error=exc.description,
+            username=username[:64],
+        )
+        return page, exc.status
+    current_session().start_login(user.id)
+    log.info("login_succeeded", user_sub=user.sub)
+    return redirect(next_url)
+
+
+@bp.post("/logout")
+def logout() -> WerkzeugResponse:
+    current_session().end()
+    return redirect("/login")
+
+
+@bp.get("/account")
+@login_required
+def account() -> str:
+    return render_template("accounts/account.html", user=current_user())
+
+
+@bp.get("/account/sessions")
+@login_required
+def sessions() -> str:
+    user = current_user()
+    assert user is not None  # guaranteed by login_required
+    current = current_session().record
+    return render_template(
+        "accounts/sessions.html",
+        sessions=_session_store().for_user(user.id),
+        current_sid=current.sid if current else None,
+    )
+
+
+@bp.post("/account/sessions/<sid>/end")
+@login_required
+def end_session(sid: str) -> WerkzeugResponse:
+    user = current_user()
+    assert user is not None  # guaranteed by login_required
+    store = _session_store()
+    record = store.get(sid)
+    if record is None or record.user_id != user.id:
+        abort(404)
+    current = current_session().record
+    if current is not None and current.sid == sid:
+        current_session().end()
+        return redirect("/login")
+    store.delete(sid)
+    return redirect("/account/sessions")

@@ -1,0 +1,72 @@
+"""The application factory: wires each domain's ``init_app`` and nothing else."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import redis
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from echo_identity import db
+from echo_identity.accounts import views as account_views
+from echo_identity.accounts.passwords import Passwords
+from echo_identity.accounts.session_cookie import ServerSessionInterface
+from echo_identity.accounts.sessions import (
+    RedisSessionStore,
+    SessionPolicy,
+    SessionStore,
+    SqlSessionStore,
+)
+from echo_identity.config import Settings
+from echo_identity.web import errors, headers, health, request_id
+
+csrf = CSRFProtect()
+
+
+def create_app(settings: Settings, database: db.Database | None = None) -> Flask:
+    """Build the WSGI application for validated ``settings`` (see ``config.load_settings``)."""
+    app = Flask(
+        __name__, template_folder="web/templates", static_folder="web/static"
+    )
+    app.config.update(
+        SECRET_KEY=settings.secret_key_bytes(),
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        PREFERRED_URL_SCHEME="https" if settings.production else "http",
+        WTF_CSRF_TIME_LIMIT=3600,
+    )
+    app.extensions["echo.settings"] = settings
+    if settings.trusted_proxy_hops:
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
+
+    database = database or db.Database(settings.database_url)
+    db.init_app(app, database)
+    app.extensions["echo.passwords"] = Passwords(
+        settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
+    )
+    store = session_store(settings, database)
+    app.extensions["echo.session_store"] = store
+    app.session_interface = ServerSessionInterface(store, secure=settings.production)
+
+    request_id.init_app(app)
+    headers.init_app(app, production=settings.production)
+    errors.init_app(app)
+    csrf.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(account_views.bp)
+    return app
+
+
+def session_store(settings: Settings, database: db.Database) -> SessionStore:
+    """Redis when ``ECHO_REDIS_URL`` is set, otherwise the database."""
+    policy = SessionPolicy(
+        idle=timedelta(seconds=settings.session_idle_timeout),
+        absolute=timedelta(seconds=settings.session_absolute_timeout),
+    )
+    if settings.redis_url:
+        return RedisSessionStore(redis.Redis.from_url(settings.redis_url), policy)
+    return SqlSessionStore(database, policy)

@@ -1,0 +1,24 @@
+"""The ``echo-identity`` command line: one module per command family."""
+
+from __future__ import annotations
+
+import click
+
+from echo_identity import __version__
+from echo_identity.cli import db, demo, serve, users
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="echo-identity")
+def main() -> None:
+    """Echo Identity: OpenID Connect provider, token vault and audit trail.
+
+    Configuration comes from ECHO_* environment variables (docs/configuration.md).
+    Production is the default; set ECHO_DEV_MODE=1 on a development machine.
+    """
+
+
+main.add_command(serve.serve)
+main.add_command(db.db)
+main.add_command(users.users)
+main.add_command(demo.demo)

@@ -1,0 +1,61 @@
+"""What every command needs: validated settings, logging, a migrated database, output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from echo_identity.config import ConfigError, Settings, load_settings
+from echo_identity.db import Database
+from echo_identity.errors import EchoError
+from echo_identity.logs import configure_logging, get_logger
+from echo_identity.migrations import is_up_to_date
+
+
+def fail(message: str, *, as_json: bool = False, code: str = "error") -> NoReturn:
+    """Print one actionable error line (or a JSON error object) and exit with status 1."""
+    if as_json:
+        click.echo(json.dumps({"error": code, "message": message}))
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def settings_or_exit() -> Settings:
+    """Validated settings with logging configured; exits with one line naming the variable."""
+    try:
+        settings, generated = load_settings()
+    except ConfigError as exc:
+        fail(str(exc), code="config_error")
+    configure_logging(settings.log_level, settings.effective_log_format)
+    if generated:
+        get_logger("echo_identity.config").warning(
+            "development_secrets_in_use",
+            variables=[secret.variable for secret in generated],
+            directory=str(settings.var_dir),
+            hint="generated once for this machine; set the variables explicitly outside development",
+        )
+    return settings
+
+
+def database_or_exit(settings: Settings, *, require_migrated: bool = True) -> Database:
+    """The configured database; exits with a hint when it is unreachable or not migrated."""
+    database = Database(settings.database_url)
+    if not database.ping():
+        fail("cannot reach the database named by ECHO_DATABASE_URL; is it running?")
+    if require_migrated and not is_up_to_date(database):
+        fail("the database schema is not up to date; run: echo-identity db upgrade")
+    return database
+
+
+def echo_error(exc: EchoError, *, as_json: bool) -> NoReturn:
+    fail(exc.description, as_json=as_json, code=exc.code)
+
+
+def emit(payload: dict[str, Any], human: str, *, as_json: bool) -> None:
+    click.echo(json.dumps(payload) if as_json else human)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")

@@ -1,0 +1,121 @@
+"""``echo-identity users``: create and manage user accounts."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from echo_identity.accounts.models import User
+from echo_identity.accounts.passwords import Passwords
+from echo_identity.accounts.service import AccountService
+from echo_identity.cli.runtime import (
+    database_or_exit,
+    echo_error,
+    emit,
+    fail,
+    json_option,
+    settings_or_exit,
+)
+from echo_identity.config import Settings
+from echo_identity.errors import EchoError
+
+password_stdin_option = click.option(
+    "--password-stdin", is_flag=True,
+    help="Read the password from standard input (keeps it out of shell history).",
+)
+
+
+def _service(settings: Settings) -> AccountService:
+    database = database_or_exit(settings)
+    passwords = Passwords(
+        settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
+    )
+    return AccountService(database.session(), passwords)
+
+
+def _read_password(from_stdin: bool, as_json: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        fail("no terminal to prompt on; pipe the password with --password-stdin", as_json=as_json)
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+def _describe(user: User) -> dict[str, object]:
+    return {
+        "sub": user.sub, "username": user.username, "email": user.email,
+        "admin": user.is_admin, "disabled": user.disabled,
+    }
+
+
+@click.group()
+def users() -> None:
+    """Create and manage user accounts."""
+
+
+@users.command()
+@click.argument("name")
+@click.option("--email", required=True, help="The user's e-mail address (unique).")
+@password_stdin_option
+@click.option("--admin", is_flag=True, help="Give the user administrator rights.")
+@json_option
+def create(name: str, email: str, password_stdin: bool, admin: bool, as_json: bool) -> None:
+    """Create the user NAME.
+
+    \b
+    Example:
+      printf '%s\\n' "$PASSWORD" | echo-identity users create alice \\
+          --email alice@example.org --password-stdin --json
+    """
+    settings = settings_or_exit()
+    password = _read_password(password_stdin, as_json)
+    try:
+        user = _service(settings).create_user(name, email, password, admin=admin)
+    except EchoError as exc:
+        echo_error(exc, as_json=as_json)
+    emit(_describe(user), f"created user {user.username} (sub {user.sub})", as_json=as_json)
+
+
+@users.command("list")
+@json_option
+def list_users(as_json: bool) -> None:
+    """List every user."""
+    found = _service(settings_or_exit()).list_users()
+    lines = [
+        f"{u.username}\t{u.email}\t{u.sub}" + ("\tadmin" if u.is_admin else "")
+        + ("\tdisabled" if u.disabled else "")
+        for u in found
+    ]
+    emit({"users": [_describe(u) for u in found]}, "\n".join(lines) or "no users",
+         as_json=as_json)
+
+
+@users.command("set-password")
+@click.argument("name")
+@password_stdin_option
+@json_option
+def set_password(name: str, password_stdin: bool, as_json: bool) -> None:
+    """Replace the password of user NAME."""
+    settings = settings_or_exit()
+    password = _read_password(password_stdin, as_json)
+    try:
+        user = _service(settings).set_password(name, password)
+    except EchoError as exc:
+        echo_error(exc, as_json=as_json)
+    emit(_describe(user), f"password of {user.username} changed", as_json=as_json)
+
+
+@users.command()
+@click.argument("name")
+@click.option("--enable", is_flag=True, help="Re-enable instead of disabling.")
+@json_option
+def disable(name: str, enable: bool, as_json: bool) -> None:
+    """Disable user NAME: they can no longer sign in and their sessions stop working."""
+    try:
+        user = _service(settings_or_exit()).set_disabled(name, not enable)
+    except EchoError as exc:
+        echo_error(exc, as_json=as_json)
+    state = "enabled" if enable else "disabled"
+    emit(_describe(user), f"user {user.username} {state}", as_json=as_json)

@@ -1,0 +1,258 @@
+"""Settings: every ``ECHO_*`` variable, its validation, and production vs development.
+
+Settings come from the process environment only (never from a ``.env`` file, so production
+secrets are injected by the service manager). :func:`load_settings` is the single entry point:
+
+- in production (the default) a missing, short or placeholder secret, or a non-https issuer,
+  raises :class:`ConfigError` naming the variable and how to generate a good value;
+- in development (``ECHO_DEV_MODE=1``) missing secrets are generated once, kept under
+  ``ECHO_VAR_DIR`` with owner-only permissions, and a warning says so.
+
+Every variable is documented in ``docs/configuration.md``; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "ECHO_"
+MIN_SECRET_BYTES = 32
+KEK_BYTES = 32
+DEV_ISSUER = "http://127.0.0.1:8000"
+
+SECRET_KEY_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(64))'"
+VAULT_KEK_HINT = (
+    "generate one with: python3 -c 'import base64, os; "
+    "print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+)
+
+# Fragments that betray a value copied from an example file rather than generated.
+_PLACEHOLDER_MARKERS = (
+    "changeme", "change-me", "change_me", "replace", "your_", "your-", "example",
+    "placeholder", "secretkey", "secret_key", "secret-key", "insecure", "dummy", "default",
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or unusable; ``str()`` is one line naming the variable."""
+
+    def __init__(self, variable: str, problem: str, hint: str = "") -> None:
+        self.variable = variable
+        self.problem = problem
+        self.hint = hint
+        super().__init__(f"{variable} {problem}" + (f"; {hint}" if hint else ""))
+
+
+class Settings(BaseSettings):
+    """Typed view of the ``ECHO_*`` environment. Use :func:`load_settings` to obtain one."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    dev_mode: bool = False
+    issuer: str = ""
+    database_url: str = ""
+    secret_key: SecretStr | None = None
+    vault_kek: SecretStr | None = None
+    redis_url: str | None = None
+    var_dir: Path = Path("var")
+
+    access_token_ttl: int = Field(default=600, ge=300, le=900)
+    id_token_ttl: int = Field(default=600, ge=60, le=3600)
+    auth_code_ttl: int = Field(default=60, ge=10, le=600)
+    refresh_token_idle_ttl: int = Field(default=1_209_600, ge=300)
+    refresh_token_absolute_ttl: int = Field(default=2_592_000, ge=300)
+    session_idle_timeout: int = Field(default=1800, ge=60)
+    session_absolute_timeout: int = Field(default=36_000, ge=60)
+
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console", ""] = ""
+
+    argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    argon2_memory_cost: int = Field(default=65_536, ge=8_192, le=1_048_576)
+    argon2_parallelism: int = Field(default=4, ge=1, le=16)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() passes the environment explicitly, so tests and the CLI see exactly
+        # the mapping they were given; .env files are never read.
+        return (init_settings,)
+
+    @property
+    def production(self) -> bool:
+        return not self.dev_mode
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("console" if self.dev_mode else "json")
+
+    def secret_key_bytes(self) -> bytes:
+        """The validated ``ECHO_SECRET_KEY``; raises :class:`ConfigError` when unset."""
+        if self.secret_key is None:
+            raise ConfigError("ECHO_SECRET_KEY", "is not set", SECRET_KEY_HINT)
+        return self.secret_key.get_secret_value().encode()
+
+    def vault_keks(self) -> list[bytes]:
+        """Every configured KEK, first one encrypts; raises :class:`ConfigError` when unset."""
+        if self.vault_kek is None:
+            raise ConfigError("ECHO_VAULT_KEK", "is not set", VAULT_KEK_HINT)
+        return parse_keks(self.vault_kek.get_secret_value())
+
+
+@dataclass(frozen=True)
+class GeneratedSecret:
+    variable: str
+    path: Path
+
+
+def parse_keks(value: str) -> list[bytes]:
+    """Decode a comma-separated list of base64url 32-byte keys; raises :class:`ConfigError`."""
+    keys: list[bytes] = []
+    for part in (p.strip() for p in value.split(",")):
+        try:
+            key = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        except ValueError:
+            key = b""
+        if len(key) != KEK_BYTES:
+            raise ConfigError(
+                "ECHO_VAULT_KEK",
+                f"must be base64url-encoded {KEK_BYTES}-byte keys separated by commas",
+                VAULT_KEK_HINT,
+            )
+        keys.append(key)
+    return keys
+
+
+def secret_weakness(value: str) -> str | None:
+    """Why ``value`` is unfit as a secret, or ``None`` when it looks generated."""
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is too short (at least {MIN_SECRET_BYTES} bytes)"
+    lowered = value.lower()
+    if any(marker in lowered for marker in _PLACEHOLDER_MARKERS) or len(set(value)) < 10:
+        return "looks like a placeholder, not a random value"
+    return None
+
+
+def _check_issuer(settings: Settings) -> None:
+    parts = urlsplit(settings.issuer)
+    if not settings.issuer:
+        raise ConfigError("ECHO_ISSUER", "is not set", "set it to the public https URL")
+    if parts.query or parts.fragment or not parts.netloc:
+        raise ConfigError("ECHO_ISSUER", "must be an absolute URL with no query or fragment")
+    if settings.production and parts.scheme != "https":
+        raise ConfigError(
+            "ECHO_ISSUER", "must use https in production", "terminate TLS at your proxy"
+        )
+    if parts.scheme not in {"http", "https"}:
+        raise ConfigError("ECHO_ISSUER", "must be an http(s) URL")
+
+
+def _check_production_secrets(settings: Settings) -> None:
+    if settings.secret_key is None:
+        raise ConfigError("ECHO_SECRET_KEY", "is not set", SECRET_KEY_HINT)
+    weakness = secret_weakness(settings.secret_key.get_secret_value())
+    if weakness:
+        raise ConfigError("ECHO_SECRET_KEY", weakness, SECRET_KEY_HINT)
+    settings.vault_keks()
+
+
+def _dev_secret(var_dir: Path, name: str, generate: str) -> tuple[str, Path]:
+    """Read, or create once with mode 0600, the development secret ``var_dir/name``."""
+    var_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = var_dir / name
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip(), path
+    with os.fdopen(fd, "w") as handle:
+        handle.write(generate + "\n")
+    return generate, path
+
+
+def _with_dev_secrets(settings: Settings) -> tuple[Settings, list[GeneratedSecret]]:
+    updates: dict[str, object] = {}
+    generated: list[GeneratedSecret] = []
+    if settings.secret_key is None:
+        value, path = _dev_secret(settings.var_dir, "secret_key", secrets.token_urlsafe(64))
+        updates["secret_key"] = SecretStr(value)
+        generated.append(GeneratedSecret("ECHO_SECRET_KEY", path))
+    if settings.vault_kek is None:
+        kek = base64.urlsafe_b64encode(os.urandom(KEK_BYTES)).decode()
+        value, path = _dev_secret(settings.var_dir, "vault_kek", kek)
+        updates["vault_kek"] = SecretStr(value)
+        generated.append(GeneratedSecret("ECHO_VAULT_KEK", path))
+    return settings.model_copy(update=updates), generated
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Settings, list[GeneratedSecret]]:
+    """Build validated settings from ``environ`` (default: ``os.environ``).
+
+    Returns the settings and the development secrets that were generated or reused from
+    ``var/`` (always empty in production). Raises :class:`ConfigError` for the first problem.
+    """
+    env = dict(os.environ if environ is None else environ)
+    try:
+        settings = Settings(**_from_environ(env))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        variable = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else "ECHO_*"
+        raise ConfigError(variable, f"is invalid: {first['msg']}") from None
+
+    defaults: dict[str, object] = {}
+    if not settings.database_url:
+        defaults["database_url"] = f"sqlite:///{settings.var_dir.resolve() / 'echo-identity.db'}"
+    if not settings.issuer and settings.dev_mode:
+        defaults["issuer"] = DEV_ISSUER
+    settings = settings.model_copy(update=defaults)
+    _check_issuer(settings)
+    if settings.session_absolute_timeout < settings.session_idle_timeout:
+        raise ConfigError(
+            "ECHO_SESSION_ABSOLUTE_TIMEOUT", "must be at least ECHO_SESSION_IDLE_TIMEOUT"
+        )
+
+    generated: list[GeneratedSecret] = []
+    if settings.dev_mode:
+        settings, generated = _with_dev_secrets(settings)
+    else:
+        _check_production_secrets(settings)
+    settings.vault_keks()
+    return settings, generated
+
+
+def _from_environ(env: Mapping[str, str]) -> dict[str, str]:
+    """Keep the ``ECHO_*`` variables, keyed by field name, empty values treated as unset."""
+    fields = Settings.model_fields
+    values: dict[str, str] = {}
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX) and value != "":
+            name = key[len(ENV_PREFIX):].lower()
+            if name in fields:
+                values[name] = value
+    return values
+
+
+def database_url_for_sqlalchemy(url: str) -> str:
+    """Select psycopg 3 for plain ``postgresql://`` URLs so users can paste libpq URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url

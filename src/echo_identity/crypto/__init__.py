@@ -1,0 +1,1 @@
+"""Pure cryptographic helpers: no Flask, no database."""

@@ -1,0 +1,1 @@
+"""OpenID Connect provider: clients, grants, signing keys, protocol endpoints."""

@@ -1,0 +1,135 @@
+"""structlog configuration and the redaction processor every log line goes through.
+
+Redaction rules (pure, see :func:`redact_event`):
+
+- a key naming a credential (password, secret, cookie, credential, api key) → ``[REDACTED]``;
+- a key naming a token-like value (token, code, authorization) → ``sha256:<first 12 hex>``,
+  the same fingerprint audit events use, so a token can be traced but never replayed;
+- anywhere in any string: ``Bearer <value>`` and JWT-shaped values → their fingerprint.
+
+Standard-library loggers (SQLAlchemy, Alembic, granian) are routed through the same chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+from echo_identity.crypto.digests import fingerprint
+
+REDACTED = "[REDACTED]"
+_SECRET_WORDS = {"password", "passwd", "pwd", "secret", "cookie", "credential", "credentials",
+                 "apikey", "api_key", "kek", "dek", "private_key"}
+_TOKEN_WORDS = {"token", "code", "authorization", "assertion", "jwt", "bearer", "ticket"}
+# Keys that contain a sensitive word but never hold a secret.
+_SAFE_KEYS = {"status_code", "token_fingerprint", "error_code", "token_type", "exit_code",
+              "code_challenge_method", "token_type_hint", "error"}
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{8,})")
+_KEY_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def _masked(value: str) -> str:
+    return f"sha256:{fingerprint(value)}"
+
+
+def _key_kind(key: str) -> str | None:
+    lowered = key.lower()
+    if lowered in _SAFE_KEYS or lowered.endswith("_fingerprint"):
+        return None
+    parts = set(_KEY_SPLIT.split(lowered)) | {lowered}
+    if parts & _SECRET_WORDS or "password" in lowered or "secret" in lowered:
+        return "secret"
+    if parts & _TOKEN_WORDS or lowered.endswith("token"):
+        return "token"
+    return None
+
+
+def scrub_text(text: str) -> str:
+    """Replace Bearer/Basic credentials and JWT-shaped values in free text by fingerprints."""
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {_masked(m.group(2))}", text)
+    return _JWT.sub(lambda m: _masked(m.group(0)), text)
+
+
+def redact_value(key: str, value: Any) -> Any:
+    """The loggable form of ``value`` stored under ``key``."""
+    kind = _key_kind(key)
+    if kind == "secret" and value not in (None, ""):
+        return REDACTED
+    if kind == "token" and value not in (None, ""):
+        if isinstance(value, str | bytes):
+            raw = value.decode(errors="replace") if isinstance(value, bytes) else value
+            raw = raw.split(" ", 1)[1] if _BEARER.match(raw) else raw
+            return _masked(raw)
+        if not isinstance(value, bool | int | float):
+            return REDACTED
+    return _redact_nested(value)
+
+
+def _redact_nested(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, Mapping):
+        return {str(k): redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_redact_nested(v) for v in value]
+    return value
+
+
+def redact_event(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor applying :func:`redact_value` to every key of the event."""
+    for key in list(event_dict):
+        if key in {"event", "exception"}:
+            if isinstance(event_dict[key], str):
+                event_dict[key] = scrub_text(event_dict[key])
+            continue
+        event_dict[key] = redact_value(key, event_dict[key])
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Route structlog and the standard library through one redacting JSON/console chain."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_event,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[structlog.stdlib.filter_by_level, *shared,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Alembic narrates every connection at INFO; the CLI reports the revision itself.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger

@@ -1,0 +1,10 @@
+"""Every domain's models, imported once so ``Base.metadata`` is complete (Alembic, tests)."""
+
+from __future__ import annotations
+
+from echo_identity.accounts import models as accounts_models
+from echo_identity.db import Base
+from echo_identity.idp import models as idp_models
+
+metadata = Base.metadata
+MODEL_MODULES = (accounts_models, idp_models)

@@ -1,0 +1,1 @@
+"""Cross-cutting HTTP concerns: request ids, security headers, CSRF, errors, health checks."""

@@ -1,0 +1,95 @@
+"""Error rendering: a stable ``error`` code, the right status, never a stack trace.
+
+API routes (``/api/``, health checks, and blueprints registered with :func:`json_blueprint`)
+and clients that prefer JSON get ``{"error": code, "error_description": ..., "request_id": ...}``;
+browsers get a small HTML page with the same information.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from echo_identity.errors import EchoError
+from echo_identity.logs import get_logger
+from echo_identity.web.request_id import current_request_id
+
+log = get_logger("echo_identity.errors")
+_JSON_PREFIXES = ("/api/", "/healthz", "/readyz")
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def json_blueprint(app: Flask, blueprint: Blueprint) -> None:
+    """Render errors raised under ``blueprint`` as JSON (for protocol endpoints)."""
+    app.extensions.setdefault("echo.json_blueprints", set()).add(blueprint.name)
+
+
+def wants_json() -> bool:
+    if request.path.startswith(_JSON_PREFIXES):
+        return True
+    if request.blueprint in current_app.extensions.get("echo.json_blueprints", set()):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def error_response(code: str, status: int, description: str) -> Response:
+    if wants_json():
+        response = jsonify(
+            error=code, error_description=description, request_id=current_request_id()
+        )
+    else:
+        response = current_app.response_class(
+            render_template(
+                "error.html", code=code, status=status, description=description,
+                request_id=current_request_id(),
+            ),
+            mimetype="text/html",
+        )
+    response.status_code = status
+    return response
+
+
+def _echo_error(exc: EchoError) -> Response:
+    return error_response(exc.code, exc.status, exc.description)
+
+
+def _csrf_error(_exc: CSRFError) -> Response:
+    return error_response(
+        "csrf_failed", 400,
+        "The form expired or did not come from this site. Go back, reload the page and retry.",
+    )
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, "server_error" if status >= 500 else "invalid_request")
+    response = error_response(code, status, exc.description or "")
+    if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled_error", error_type=type(exc).__name__)
+    return error_response(
+        "server_error", 500,
+        "Something went wrong on our side. Quote the request id if you report it.",
+    )
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(EchoError, _echo_error)
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,136 @@
+"""Login, logout and account sessions against a real server and database."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from echo_identity.accounts.models import BrowserSession
+from echo_identity.db import Database
+from tests.factories import TestUser, create_user
+from tests.support.browser import Browser
+from tests.support.server import LiveServer, run_cli
+
+
+@pytest.fixture
+def user(dev_server: LiveServer) -> TestUser:
+    return create_user(dev_server.env["ECHO_DATABASE_URL"])
+
+
+@pytest.fixture
+def browser(dev_server: LiveServer) -> Browser:
+    return Browser(dev_server)
+
+
+def test_login_form_has_named_inputs_and_csrf_token(browser: Browser) -> None:
+    page = browser.get("/login")
+    assert page.status_code == 200
+    for fragment in ('name="username"', 'name="password"', 'name="csrf_token"'):
+        assert fragment in page.text
+
+
+def test_login_with_correct_password_opens_the_account_page(
+    browser: Browser, user: TestUser
+) -> None:
+    response = browser.login(user.username, user.password)
+    assert response.status_code == 302
+    assert response.headers["location"] == "/account"
+    account = browser.get("/account")
+    assert account.status_code == 200
+    assert user.sub in account.text
+
+
+def test_anonymous_visitor_is_sent_to_login_and_returned(browser: Browser, user: TestUser) -> None:
+    response = browser.get("/account/sessions")
+    assert response.status_code == 302
+    assert response.headers["location"] == "/login?next=%2Faccount%2Fsessions"
+    login = browser.login(user.username, user.password, next_url="/account/sessions")
+    assert login.headers["location"] == "/account/sessions"
+
+
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:x"]
+)
+def test_login_never_redirects_off_site(browser: Browser, user: TestUser, target: str) -> None:
+    response = browser.login(user.username, user.password, next_url=target)
+    assert response.headers["location"] == "/account"
+
+
+def test_failed_login_does_not_reveal_whether_the_user_exists(
+    browser: Browser, user: TestUser
+) -> None:
+    wrong_password = browser.login(user.username, "not-the-password")
+    unknown_user = Browser(browser.server).login("nobody-" + user.username, "not-the-password")
+    assert wrong_password.status_code == unknown_user.status_code == 401
+    assert "Invalid username or password." in wrong_password.text
+    assert "Invalid username or password." in unknown_user.text
+    assert browser.get("/account").status_code == 302
+
+
+def test_login_without_csrf_token_is_refused(browser: Browser, user: TestUser) -> None:
+    browser.get("/login")
+    response = browser.post("/login", {"username": user.username, "password": user.password})
+    assert response.status_code == 400
+    assert "csrf_failed" in response.text
+    assert browser.get("/account").status_code == 302
+
+
+def test_login_rotates_the_session_id(browser: Browser, user: TestUser) -> None:
+    browser.get("/login")
+    anonymous_id = browser.cookies["echo_session"]
+    browser.login(user.username, user.password)
+    assert browser.cookies["echo_session"] != anonymous_id
+    fixated = Browser(browser.server)
+    fixated.cookies["echo_session"] = anonymous_id
+    assert fixated.get("/account").status_code == 302
+
+
+def test_logout_ends_the_server_side_session(browser: Browser, user: TestUser) -> None:
+    browser.login(user.username, user.password)
+    old_cookie = browser.cookies["echo_session"]
+    response = browser.post_form("/account", "/logout", {})
+    assert response.status_code == 302
+    assert "echo_session" not in browser.cookies
+    replay = Browser(browser.server)
+    replay.cookies["echo_session"] = old_cookie
+    assert replay.get("/account").status_code == 302
+
+
+def test_user_lists_and_ends_their_other_sessions(dev_server: LiveServer, user: TestUser) -> None:
+    laptop, phone = Browser(dev_server), Browser(dev_server)
+    laptop.login(user.username, user.password)
+    phone.login(user.username, user.password)
+    listing = laptop.get("/account/sessions")
+    assert listing.text.count('name="end"') == 2
+
+    db = Database(dev_server.env["ECHO_DATABASE_URL"])
+    with db.session() as session:
+        sids = set(session.scalars(select(BrowserSession.id).where(BrowserSession.user_id == user.id)))
+    db.dispose()
+    (phone_sid,) = sids - {laptop.session_digest()}
+    ended = laptop.post_form("/account/sessions", f"/account/sessions/{phone_sid}/end", {})
+    assert ended.headers["location"] == "/account/sessions"
+    assert phone.get("/account").status_code == 302
+    assert laptop.get("/account").status_code == 200
+
+
+def test_a_user_cannot_end_someone_elses_session(dev_server: LiveServer) -> None:
+    alice, bob = create_user(dev_server.env["ECHO_DATABASE_URL"]), create_user(
+        dev_server.env["ECHO_DATABASE_URL"]
+    )
+    alice_browser, bob_browser = Browser(dev_server), Browser(dev_server)
+    alice_browser.login(alice.username, alice.password)
+    bob_browser.login(bob.username, bob.password)
+    response = alice_browser.post_form(
+        "/account/sessions", f"/account/sessions/{bob_browser.session_digest()}/end", {}
+    )
+    assert response.status_code == 404
+    assert bob_browser.get("/account").status_code == 200
+
+
+def test_disabled_user_loses_their_session(dev_server: LiveServer, user: TestUser) -> None:
+    browser = Browser(dev_server)
+    browser.login(user.username, user.password)
+    assert run_cli(dev_server.env, "users", "disable", user.username).returncode == 0
+    assert browser.get("/account").status_code == 302
+    assert Browser(dev_server).login(user.username, user.password).status_code == 401
