@@ -23,13 +23,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+# The unit and functional suites on PostgreSQL (a throwaway schema per database fixture).
 test-postgres: $(STAMP)
 	ECHO_TEST_DATABASE_URL=$${ECHO_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
-	  $(BIN)/pytest -q tests/functional tests/unit -m 'not redis and not browser' $(PYTEST_ARGS)
+	  $(BIN)/pytest -q tests/unit tests/functional -m 'not redis and not browser' $(PYTEST_ARGS)
 
+# Redis-backed store tests plus the functional suite with sessions in Redis.
 test-redis: $(STAMP)
 	ECHO_TEST_REDIS_URL=$${ECHO_TEST_REDIS_URL:-redis://127.0.0.1:6379/0} \
-	  $(BIN)/pytest -q -m redis $(PYTEST_ARGS)
+	  $(BIN)/pytest -q tests/unit tests/functional -m 'not postgres and not browser' $(PYTEST_ARGS)
 
 test-browser: $(STAMP)
 	$(BIN)/pytest -q -m browser $(PYTEST_ARGS)

@@ -27,9 +27,7 @@ csrf = CSRFProtect()
 
 def create_app(settings: Settings, database: db.Database | None = None) -> Flask:
     """Build the WSGI application for validated ``settings`` (see ``config.load_settings``)."""
-    app = Flask(
-        __name__, template_folder="web/templates", static_folder="web/static"
-    )
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.config.update(
         SECRET_KEY=settings.secret_key_bytes(),
         MAX_CONTENT_LENGTH=1024 * 1024,

@@ -23,15 +23,39 @@ import structlog
 from echo_identity.crypto.digests import fingerprint
 
 REDACTED = "[REDACTED]"
-_SECRET_WORDS = {"password", "passwd", "pwd", "secret", "cookie", "credential", "credentials",
-                 "apikey", "api_key", "kek", "dek", "private_key"}
+_SECRET_WORDS = {
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "cookie",
+    "credential",
+    "credentials",
+    "apikey",
+    "api_key",
+    "kek",
+    "dek",
+    "private_key",
+}
 _TOKEN_WORDS = {"token", "code", "authorization", "assertion", "jwt", "bearer", "ticket"}
 # Keys that contain a sensitive word but never hold a secret.
-_SAFE_KEYS = {"status_code", "token_fingerprint", "error_code", "token_type", "exit_code",
-              "code_challenge_method", "token_type_hint", "error"}
+_SAFE_KEYS = {
+    "status_code",
+    "token_fingerprint",
+    "error_code",
+    "token_type",
+    "exit_code",
+    "code_challenge_method",
+    "token_type_hint",
+    "error",
+}
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{8,})")
 _KEY_SPLIT = re.compile(r"[^a-z0-9]+")
+# "password=hunter2" or "client_secret: abc" inside free text (exception messages, URLs).
+_INLINE_SECRET = re.compile(
+    r"(?i)\b([a-z_]*(?:password|passwd|secret|token|api_?key|code))(\s*[=:]\s*)(?!sha256:|\[REDACTED)([^\s&,;'\"]+)"
+)
 
 
 def _masked(value: str) -> str:
@@ -51,9 +75,12 @@ def _key_kind(key: str) -> str | None:
 
 
 def scrub_text(text: str) -> str:
-    """Replace Bearer/Basic credentials and JWT-shaped values in free text by fingerprints."""
+    """Mask credentials in free text: Bearer/Basic values, JWTs and ``secret=value`` pairs."""
     text = _BEARER.sub(lambda m: f"{m.group(1)} {_masked(m.group(2))}", text)
-    return _JWT.sub(lambda m: _masked(m.group(0)), text)
+    text = _JWT.sub(lambda m: _masked(m.group(0)), text)
+    return _INLINE_SECRET.sub(
+        lambda m: m.group(1) + m.group(2) + redact_value(m.group(1), m.group(3)), text
+    )
 
 
 def redact_value(key: str, value: Any) -> Any:
@@ -110,8 +137,11 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[structlog.stdlib.filter_by_level, *shared,
-                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

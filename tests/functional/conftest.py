@@ -14,8 +14,9 @@ from tests.support.server import LiveServer, start_server
 def _server(tmp_path_factory: pytest.TempPathFactory, *, production: bool) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("prod" if production else "dev")
     with fresh_database_url(tmp) as url:
-        server = start_server(app_environment(tmp / "var", url, production=production),
-                              tmp / "server.log")
+        server = start_server(
+            app_environment(tmp / "var", url, production=production), tmp / "server.log"
+        )
         yield server
         server.stop()
 

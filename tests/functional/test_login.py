@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
 
-from echo_identity.accounts.models import BrowserSession
-from echo_identity.db import Database
 from tests.factories import TestUser, create_user
 from tests.support.browser import Browser
+from tests.support.environment import stored_sessions
 from tests.support.server import LiveServer, run_cli
 
 
@@ -103,10 +101,7 @@ def test_user_lists_and_ends_their_other_sessions(dev_server: LiveServer, user: 
     listing = laptop.get("/account/sessions")
     assert listing.text.count('name="end"') == 2
 
-    db = Database(dev_server.env["ECHO_DATABASE_URL"])
-    with db.session() as session:
-        sids = set(session.scalars(select(BrowserSession.id).where(BrowserSession.user_id == user.id)))
-    db.dispose()
+    sids = {record.sid for record in stored_sessions(dev_server.env, user.id)}
     (phone_sid,) = sids - {laptop.session_digest()}
     ended = laptop.post_form("/account/sessions", f"/account/sessions/{phone_sid}/end", {})
     assert ended.headers["location"] == "/account/sessions"
@@ -115,8 +110,9 @@ def test_user_lists_and_ends_their_other_sessions(dev_server: LiveServer, user: 
 
 
 def test_a_user_cannot_end_someone_elses_session(dev_server: LiveServer) -> None:
-    alice, bob = create_user(dev_server.env["ECHO_DATABASE_URL"]), create_user(
-        dev_server.env["ECHO_DATABASE_URL"]
+    alice, bob = (
+        create_user(dev_server.env["ECHO_DATABASE_URL"]),
+        create_user(dev_server.env["ECHO_DATABASE_URL"]),
     )
     alice_browser, bob_browser = Browser(dev_server), Browser(dev_server)
     alice_browser.login(alice.username, alice.password)

@@ -14,7 +14,6 @@ from urllib.parse import urlencode
 import httpx
 
 from echo_identity.crypto.digests import lookup_digest
-
 from tests.support.server import LiveServer
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -47,8 +46,13 @@ class Browser:
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         if self.behind_tls_proxy:
-            headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-Host": PROXY_HOST,
-                            "Referer": f"https://{PROXY_HOST}/"})
+            headers.update(
+                {
+                    "X-Forwarded-Proto": "https",
+                    "X-Forwarded-Host": PROXY_HOST,
+                    "Referer": f"https://{PROXY_HOST}/",
+                }
+            )
         headers.update(extra or {})
         return headers
 
@@ -69,11 +73,21 @@ class Browser:
             httpx.get(self.server.base_url + path, headers=self._headers(headers), timeout=10, **kw)
         )
 
-    def post(self, path: str, data: dict[str, str] | None = None,
-             headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    def post(
+        self,
+        path: str,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> httpx.Response:
         return self._remember(
-            httpx.post(self.server.base_url + path, data=data, headers=self._headers(headers),
-                       timeout=10, **kw)
+            httpx.post(
+                self.server.base_url + path,
+                data=data,
+                headers=self._headers(headers),
+                timeout=10,
+                **kw,
+            )
         )
 
     def post_form(self, page: str, action: str, data: dict[str, str]) -> httpx.Response:

@@ -7,7 +7,10 @@ import os
 import secrets
 from pathlib import Path
 
+from echo_identity.accounts.sessions import SessionRecord
+from echo_identity.app import session_store
 from echo_identity.config import Settings, load_settings
+from echo_identity.db import Database
 
 # Cheap argon2 parameters keep the suite fast; production defaults are tested separately.
 FAST_ARGON2 = {
@@ -37,6 +40,8 @@ def app_environment(
         "ECHO_LOG_FORMAT": "json",
         **FAST_ARGON2,
     }
+    if os.environ.get("ECHO_TEST_REDIS_URL"):  # the Redis suite: sessions live in Redis
+        env["ECHO_REDIS_URL"] = os.environ["ECHO_TEST_REDIS_URL"]
     if production:
         env.update(ECHO_ISSUER="https://id.example.test", ECHO_TRUSTED_PROXY_HOPS="1")
     else:
@@ -54,3 +59,13 @@ def process_environment(env: dict[str, str]) -> dict[str, str]:
     """The host environment without any ECHO_* variable, plus ``env``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
     return {**base, **env}
+
+
+def stored_sessions(env: dict[str, str], user_id: int) -> list[SessionRecord]:
+    """The user's sessions as the app under ``env`` stores them (database or Redis)."""
+    settings = settings_for(env)
+    database = Database(settings.database_url)
+    try:
+        return session_store(settings, database).for_user(user_id)
+    finally:
+        database.dispose()

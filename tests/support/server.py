@@ -30,8 +30,13 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``echo-identity ARGS`` with exactly the ECHO_* variables in ``env``."""
     return subprocess.run(
-        [str(BIN / "echo-identity"), *args], input=stdin, capture_output=True, text=True,
-        env=process_environment(env), timeout=timeout, check=False,
+        [str(BIN / "echo-identity"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=process_environment(env),
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -73,7 +78,9 @@ def start_server(env: dict[str, str], log_path: Path, *, migrate: bool = True) -
     with log_path.open("wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [str(BIN / "echo-identity"), "serve", "--port", str(port), "--threads", "4"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=process_environment(env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=process_environment(env),
         )
     server = LiveServer(f"http://127.0.0.1:{port}", env, log_path, process)
     deadline = time.monotonic() + 30

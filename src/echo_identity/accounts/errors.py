@@ -20,9 +20,7 @@ class InvalidCredentials(AccountError):
 
 class InvalidUsername(AccountError):
     code = "invalid_username"
-    description = (
-        "Usernames are 1-64 characters: letters, digits and . _ @ + - (case-insensitive)."
-    )
+    description = "Usernames are 1-64 characters: letters, digits and . _ @ + - (case-insensitive)."
 
 
 class InvalidEmail(AccountError):

@@ -38,9 +38,7 @@ class AccountService:
         self._session = session
         self._passwords = passwords
 
-    def create_user(
-        self, username: str, email: str, password: str, *, admin: bool = False
-    ) -> User:
+    def create_user(self, username: str, email: str, password: str, *, admin: bool = False) -> User:
         """Create and commit a user; raises an :class:`AccountError` for invalid input."""
         username = normalize_username(username)
         email = email.strip().lower()

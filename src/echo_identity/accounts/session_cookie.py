@@ -101,8 +101,13 @@ class ServerSessionInterface(SessionInterface):
         if old is None or session.rotate:
             token = random_token(32)
             record = SessionRecord(
-                sid=lookup_digest(token), user_id=session.user_id, created_at=now,
-                last_seen_at=now, data=dict(session), ip=ip, user_agent=user_agent,
+                sid=lookup_digest(token),
+                user_id=session.user_id,
+                created_at=now,
+                last_seen_at=now,
+                data=dict(session),
+                ip=ip,
+                user_agent=user_agent,
             )
             self.store.put(record)
             self._set_cookie(response, token)
@@ -117,7 +122,11 @@ class ServerSessionInterface(SessionInterface):
 
     def _set_cookie(self, response: Response, token: str) -> None:
         response.set_cookie(
-            self.cookie_name, token, path="/", secure=self.secure, httponly=True,
+            self.cookie_name,
+            token,
+            path="/",
+            secure=self.secure,
+            httponly=True,
             samesite="Lax",
         )
 

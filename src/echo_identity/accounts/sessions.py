@@ -65,8 +65,12 @@ class SessionStore(Protocol):
 
 def _record_from_row(row: BrowserSession) -> SessionRecord:
     return SessionRecord(
-        sid=row.id, user_id=row.user_id, created_at=row.created_at,
-        last_seen_at=row.last_seen_at, data=dict(row.data or {}), ip=row.ip,
+        sid=row.id,
+        user_id=row.user_id,
+        created_at=row.created_at,
+        last_seen_at=row.last_seen_at,
+        data=dict(row.data or {}),
+        ip=row.ip,
         user_agent=row.user_agent,
     )
 
@@ -87,9 +91,13 @@ class SqlSessionStore:
         with self._database.transaction() as session:
             session.merge(
                 BrowserSession(
-                    id=record.sid, user_id=record.user_id, data=record.data,
-                    created_at=record.created_at, last_seen_at=record.last_seen_at,
-                    ip=record.ip, user_agent=record.user_agent,
+                    id=record.sid,
+                    user_id=record.user_id,
+                    data=record.data,
+                    created_at=record.created_at,
+                    last_seen_at=record.last_seen_at,
+                    ip=record.ip,
+                    user_agent=record.user_agent,
                 )
             )
 
@@ -130,7 +138,7 @@ class SqlSessionStore:
 
 
 class RedisSessionStore:
-    """Sessions as JSON values whose Redis TTL is the policy's expiry; a set per user indexes them."""
+    """Sessions as JSON values expiring with the policy (Redis TTL); a per-user set indexes them."""
 
     def __init__(self, client: redis.Redis, policy: SessionPolicy, prefix: str = "echo") -> None:
         self._redis = client
@@ -167,7 +175,7 @@ class RedisSessionStore:
         pipe.execute()
 
     def for_user(self, user_id: int) -> list[SessionRecord]:
-        sids = sorted(str(s, "utf-8") for s in self._redis.smembers(self._user_key(user_id)))
+        sids = sorted(_text(s) for s in self._redis.smembers(self._user_key(user_id)))
         if not sids:
             return []
         values = self._redis.mget([self._key(sid) for sid in sids])
@@ -180,7 +188,7 @@ class RedisSessionStore:
         return sorted(live, key=lambda r: r.last_seen_at, reverse=True)
 
     def delete_for_user(self, user_id: int) -> int:
-        sids = [str(s, "utf-8") for s in self._redis.smembers(self._user_key(user_id))]
+        sids = [_text(s) for s in self._redis.smembers(self._user_key(user_id))]
         pipe = self._redis.pipeline()
         for sid in sids:
             pipe.delete(self._key(sid))
@@ -193,13 +201,20 @@ class RedisSessionStore:
         return 0
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _encode(record: SessionRecord) -> str:
     return json.dumps(
         {
-            "sid": record.sid, "user_id": record.user_id, "data": record.data,
+            "sid": record.sid,
+            "user_id": record.user_id,
+            "data": record.data,
             "created_at": record.created_at.isoformat(),
             "last_seen_at": record.last_seen_at.isoformat(),
-            "ip": record.ip, "user_agent": record.user_agent,
+            "ip": record.ip,
+            "user_agent": record.user_agent,
         }
     )
 
@@ -207,8 +222,11 @@ def _encode(record: SessionRecord) -> str:
 def _decode(raw: bytes | str) -> SessionRecord:
     value = json.loads(raw)
     return SessionRecord(
-        sid=value["sid"], user_id=value["user_id"], data=value["data"],
+        sid=value["sid"],
+        user_id=value["user_id"],
+        data=value["data"],
         created_at=datetime.fromisoformat(value["created_at"]),
         last_seen_at=datetime.fromisoformat(value["last_seen_at"]),
-        ip=value["ip"], user_agent=value["user_agent"],
+        ip=value["ip"],
+        user_agent=value["user_agent"],
     )

@@ -40,7 +40,9 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
     except InvalidCredentials as exc:
         log.info("login_failed", reason=exc.code)
         page = render_template(
-            "accounts/login.html", next_url=next_url, error=exc.description,
+            "accounts/login.html",
+            next_url=next_url,
+            error=exc.description,
             username=username[:64],
         )
         return page, exc.status

@@ -29,8 +29,9 @@ def demo(as_json: bool) -> None:
     session = database_or_exit(settings).session()
     accounts = AccountService(
         session,
-        Passwords(settings.argon2_time_cost, settings.argon2_memory_cost,
-                  settings.argon2_parallelism),
+        Passwords(
+            settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
+        ),
     )
     clients = ClientRegistry(session, settings.secret_key_bytes())
 
@@ -44,24 +45,33 @@ def demo(as_json: bool) -> None:
         lines.append(f"Demo user       {user.username} / {password}   (shown once)")
     else:
         payload["user"] = {"username": user.username, "sub": user.sub}
-        lines.append(f"Demo user       {user.username}   (password shown at first start;"
-                     " reset: echo-identity users set-password demo)")
+        lines.append(
+            f"Demo user       {user.username}   (password shown at first start;"
+            " reset: echo-identity users set-password demo)"
+        )
     client = clients.find_by_name(DEMO_CLIENT_NAME)
     if client is None:
         registered = clients.create(DEMO_CLIENT_NAME, redirect_uris=[DEMO_REDIRECT_URI])
         client = registered.client
-        payload["client"] = {"client_id": client.client_id,
-                             "client_secret": registered.client_secret,
-                             "redirect_uris": client.redirect_uris}
-        lines.append(f"Demo client     {client.client_id} / {registered.client_secret}"
-                     "   (shown once)")
+        payload["client"] = {
+            "client_id": client.client_id,
+            "client_secret": registered.client_secret,
+            "redirect_uris": client.redirect_uris,
+        }
+        lines.append(
+            f"Demo client     {client.client_id} / {registered.client_secret}   (shown once)"
+        )
     else:
         payload["client"] = {"client_id": client.client_id, "redirect_uris": client.redirect_uris}
         lines.append(f"Demo client     {client.client_id}")
     lines.append(f"  redirect URI  {DEMO_REDIRECT_URI}")
     base = settings.issuer.rstrip("/")
-    urls = {"login": f"{base}/login", "account": f"{base}/account",
-            "sessions": f"{base}/account/sessions", "health": f"{base}/healthz"}
+    urls = {
+        "login": f"{base}/login",
+        "account": f"{base}/account",
+        "sessions": f"{base}/account/sessions",
+        "health": f"{base}/healthz",
+    }
     payload["urls"] = urls
     lines += [f"{name.capitalize():<16}{url}" for name, url in urls.items()]
     emit(payload, "\n".join(lines), as_json=as_json)

@@ -35,7 +35,7 @@ def settings_or_exit() -> Settings:
             "development_secrets_in_use",
             variables=[secret.variable for secret in generated],
             directory=str(settings.var_dir),
-            hint="generated once for this machine; set the variables explicitly outside development",
+            hint="generated once for this machine; set them explicitly outside development",
         )
     return settings
 

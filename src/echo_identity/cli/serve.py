@@ -19,11 +19,17 @@ _GRANIAN_LOGGING = {
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
-    "--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
     help="Worker processes (roughly one per core).",
 )
 @click.option(
-    "--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+    "--threads",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
     help="Request threads per worker.",
 )
 def serve(host: str, port: int, workers: int, threads: int) -> None:

@@ -21,7 +21,8 @@ from echo_identity.config import Settings
 from echo_identity.errors import EchoError
 
 password_stdin_option = click.option(
-    "--password-stdin", is_flag=True,
+    "--password-stdin",
+    is_flag=True,
     help="Read the password from standard input (keeps it out of shell history).",
 )
 
@@ -45,8 +46,11 @@ def _read_password(from_stdin: bool, as_json: bool) -> str:
 
 def _describe(user: User) -> dict[str, object]:
     return {
-        "sub": user.sub, "username": user.username, "email": user.email,
-        "admin": user.is_admin, "disabled": user.disabled,
+        "sub": user.sub,
+        "username": user.username,
+        "email": user.email,
+        "admin": user.is_admin,
+        "disabled": user.disabled,
     }
 
 
@@ -84,12 +88,12 @@ def list_users(as_json: bool) -> None:
     """List every user."""
     found = _service(settings_or_exit()).list_users()
     lines = [
-        f"{u.username}\t{u.email}\t{u.sub}" + ("\tadmin" if u.is_admin else "")
+        f"{u.username}\t{u.email}\t{u.sub}"
+        + ("\tadmin" if u.is_admin else "")
         + ("\tdisabled" if u.disabled else "")
         for u in found
     ]
-    emit({"users": [_describe(u) for u in found]}, "\n".join(lines) or "no users",
-         as_json=as_json)
+    emit({"users": [_describe(u) for u in found]}, "\n".join(lines) or "no users", as_json=as_json)
 
 
 @users.command("set-password")

@@ -1,4 +1,4 @@
-"""Alembic migrations, run with ``echo-identity db upgrade`` (same scripts on SQLite and PostgreSQL)."""
+"""Alembic migrations, run by ``echo-identity db upgrade``; one set for SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

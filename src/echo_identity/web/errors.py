@@ -51,7 +51,10 @@ def error_response(code: str, status: int, description: str) -> Response:
     else:
         response = current_app.response_class(
             render_template(
-                "error.html", code=code, status=status, description=description,
+                "error.html",
+                code=code,
+                status=status,
+                description=description,
                 request_id=current_request_id(),
             ),
             mimetype="text/html",
@@ -66,7 +69,8 @@ def _echo_error(exc: EchoError) -> Response:
 
 def _csrf_error(_exc: CSRFError) -> Response:
     return error_response(
-        "csrf_failed", 400,
+        "csrf_failed",
+        400,
         "The form expired or did not come from this site. Go back, reload the page and retry.",
     )
 
@@ -83,7 +87,8 @@ def _http_error(exc: HTTPException) -> Response:
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled_error", error_type=type(exc).__name__)
     return error_response(
-        "server_error", 500,
+        "server_error",
+        500,
         "Something went wrong on our side. Quote the request id if you report it.",
     )
 

@@ -1,0 +1,216 @@
+"""AccountService: validated user creation and authentication that reveals nothing by cost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from argon2 import PasswordHasher, extract_parameters
+
+from echo_identity.accounts.errors import (
+    AccountError,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidEmail,
+    InvalidUsername,
+    UsernameTaken,
+    WeakPassword,
+)
+from echo_identity.accounts.models import User
+from echo_identity.accounts.passwords import Passwords
+from echo_identity.accounts.service import AccountService
+from echo_identity.db import Database
+from tests.factories import TestUser, create_user, fast_passwords
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def accounts(database: Database) -> Iterator[AccountService]:
+    with database.session() as session:
+        yield AccountService(session, fast_passwords())
+
+
+@pytest.fixture
+def user(database: Database) -> TestUser:
+    return create_user(database)
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The hashes argon2 is asked to verify against, in order."""
+    seen: list[str] = []
+    verify = PasswordHasher.verify
+
+    def counting(self: PasswordHasher, password_hash: str, password: str) -> bool:
+        seen.append(password_hash)
+        return verify(self, password_hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", counting)
+    return seen
+
+
+def stored_hash(database: Database, user_id: int) -> str:
+    with database.session() as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        return user.password_hash
+
+
+def test_create_user_stores_a_case_folded_username_and_lowercase_email(
+    accounts: AccountService,
+) -> None:
+    user = accounts.create_user("  Alice.Smith ", "Alice@Example.ORG", PASSWORD)
+
+    assert user.username == "alice.smith"
+    assert user.email == "alice@example.org"
+    assert accounts.find("ALICE.SMITH") is user
+
+
+@pytest.mark.parametrize(
+    ("username", "email", "password", "error", "code"),
+    [
+        ("", "a@example.org", PASSWORD, InvalidUsername, "invalid_username"),
+        ("has space", "a@example.org", PASSWORD, InvalidUsername, "invalid_username"),
+        ("semi;colon", "a@example.org", PASSWORD, InvalidUsername, "invalid_username"),
+        ("a" * 65, "a@example.org", PASSWORD, InvalidUsername, "invalid_username"),
+        ("alice", "no-at-sign", PASSWORD, InvalidEmail, "invalid_email"),
+        ("alice", "alice@localhost", PASSWORD, InvalidEmail, "invalid_email"),
+        ("alice", "two@@example.org", PASSWORD, InvalidEmail, "invalid_email"),
+        ("alice", "alice@example.org", "7-chars", WeakPassword, "weak_password"),
+        ("alice", "alice@example.org", "p" * 1025, WeakPassword, "weak_password"),
+    ],
+)
+def test_create_user_rejects_invalid_input_with_a_stable_code(
+    accounts: AccountService,
+    username: str,
+    email: str,
+    password: str,
+    error: type[AccountError],
+    code: str,
+) -> None:
+    with pytest.raises(error) as caught:
+        accounts.create_user(username, email, password)
+
+    assert caught.value.code == code
+    assert accounts.list_users() == []
+
+
+def test_create_user_rejects_a_username_taken_in_another_case(
+    accounts: AccountService,
+) -> None:
+    accounts.create_user("alice", "alice@example.org", PASSWORD)
+
+    with pytest.raises(UsernameTaken) as caught:
+        accounts.create_user("ALICE", "other@example.org", PASSWORD)
+
+    assert caught.value.code == "username_taken"
+    assert caught.value.status == 409
+
+
+def test_create_user_rejects_an_email_taken_in_another_case(accounts: AccountService) -> None:
+    accounts.create_user("alice", "alice@example.org", PASSWORD)
+
+    with pytest.raises(EmailTaken) as caught:
+        accounts.create_user("bob", "Alice@Example.org", PASSWORD)
+
+    assert caught.value.code == "email_taken"
+    assert caught.value.status == 409
+
+
+def test_stored_password_hash_is_argon2id_and_never_contains_the_password(
+    database: Database, user: TestUser
+) -> None:
+    password_hash = stored_hash(database, user.id)
+
+    assert password_hash.startswith("$argon2id$")
+    assert user.password not in password_hash
+
+
+def test_authenticate_returns_the_user_for_the_right_password(
+    accounts: AccountService, user: TestUser
+) -> None:
+    authenticated = accounts.authenticate(user.username.upper(), user.password)
+
+    assert authenticated.id == user.id
+
+
+def test_authenticate_refuses_a_wrong_password(accounts: AccountService, user: TestUser) -> None:
+    with pytest.raises(InvalidCredentials) as caught:
+        accounts.authenticate(user.username, user.password + "x")
+
+    assert caught.value.code == "invalid_credentials"
+    assert caught.value.status == 401
+
+
+def test_authenticate_refuses_an_unknown_user(accounts: AccountService) -> None:
+    with pytest.raises(InvalidCredentials):
+        accounts.authenticate("nobody", PASSWORD)
+
+
+def test_authenticate_refuses_a_disabled_user_even_with_the_right_password(
+    accounts: AccountService, user: TestUser
+) -> None:
+    accounts.set_disabled(user.username, True)
+
+    with pytest.raises(InvalidCredentials):
+        accounts.authenticate(user.username, user.password)
+
+
+def test_unknown_user_costs_one_verification_like_a_wrong_password(
+    accounts: AccountService, user: TestUser, verifications: list[str]
+) -> None:
+    with pytest.raises(InvalidCredentials):
+        accounts.authenticate(user.username, "wrong password")
+    wrong_password = list(verifications)
+    verifications.clear()
+
+    with pytest.raises(InvalidCredentials):
+        accounts.authenticate("nobody", "wrong password")
+    unknown_user = list(verifications)
+
+    assert len(wrong_password) == 1
+    assert len(unknown_user) == 1
+    # Equal cost: the stand-in hash is made with the same argon2 parameters.
+    assert extract_parameters(unknown_user[0]) == extract_parameters(wrong_password[0])
+
+
+def test_over_long_username_or_password_still_costs_one_verification(
+    accounts: AccountService, user: TestUser, verifications: list[str]
+) -> None:
+    with pytest.raises(InvalidCredentials):
+        accounts.authenticate("u" * 257, PASSWORD)
+    with pytest.raises(InvalidCredentials):
+        accounts.authenticate(user.username, "p" * 5000)
+
+    assert len(verifications) == 2
+
+
+def test_successful_login_upgrades_a_hash_made_with_weaker_parameters(
+    database: Database,
+) -> None:
+    weak = Passwords(time_cost=1, memory_cost=8192, parallelism=1)
+    current = Passwords(time_cost=2, memory_cost=8192, parallelism=1)
+    user = create_user(database, passwords=weak)
+    old_hash = stored_hash(database, user.id)
+
+    with database.session() as session:
+        AccountService(session, current).authenticate(user.username, user.password)
+
+    new_hash = stored_hash(database, user.id)
+    assert new_hash != old_hash
+    assert extract_parameters(new_hash).time_cost == 2
+    assert current.verify(new_hash, user.password)
+    assert not current.needs_rehash(new_hash)
+
+
+def test_failed_login_leaves_a_weaker_hash_untouched(database: Database) -> None:
+    weak = Passwords(time_cost=1, memory_cost=8192, parallelism=1)
+    current = Passwords(time_cost=2, memory_cost=8192, parallelism=1)
+    user = create_user(database, passwords=weak)
+    old_hash = stored_hash(database, user.id)
+
+    with database.session() as session, pytest.raises(InvalidCredentials):
+        AccountService(session, current).authenticate(user.username, user.password + "x")
+
+    assert stored_hash(database, user.id) == old_hash

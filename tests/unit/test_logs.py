@@ -1,0 +1,196 @@
+"""Log redaction: credentials never reach a log line; tokens appear only as fingerprints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from echo_identity.crypto.digests import fingerprint
+from echo_identity.logs import configure_logging, get_logger, redact_event, redact_value
+
+# Shaped like the real thing so the free-text patterns have something to find.
+JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz"
+BEARER_TOKEN = "at-9QvX2mKp7RtL4wZs"
+
+
+def masked(value: str) -> str:
+    return f"sha256:{fingerprint(value)}"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["password", "new_password", "client_secret", "clientSecret", "cookie", "Set-Cookie",
+     "credentials", "api_key", "apiKey", "vault_kek"],
+)
+def test_credential_keys_are_replaced_by_redacted(key: str) -> None:
+    assert redact_value(key, "hunter2-hunter2") == "[REDACTED]"
+
+
+@pytest.mark.parametrize("key", ["X-Api-Key", "user_api_key", "signing_private_key", "sessionCookie"])
+def test_credential_keys_in_compound_or_header_spelling_are_redacted(key: str) -> None:
+    # The module promises api keys, private keys and cookies are redacted however the key is
+    # spelled; today the multi-word words only match when they are the whole key.
+    assert redact_value(key, "hunter2-hunter2") == "[REDACTED]"
+
+
+@pytest.mark.parametrize(
+    "key", ["access_token", "refresh_token", "id_token_hint", "code", "authorization", "jwt"]
+)
+def test_token_keys_are_replaced_by_their_fingerprint(key: str) -> None:
+    value = "tok-" + key
+
+    redacted = redact_value(key, value)
+
+    assert redacted == masked(value)
+    assert re.fullmatch(r"sha256:[0-9a-f]{12}", redacted)
+
+
+def test_token_given_as_bytes_has_the_fingerprint_of_its_text() -> None:
+    assert redact_value("refresh_token", b"rt-abcdef") == masked("rt-abcdef")
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "Basic"])
+def test_authorization_header_is_fingerprinted_without_its_scheme(scheme: str) -> None:
+    # The fingerprint must equal the one audit events record for the bare token.
+    assert redact_value("authorization", f"{scheme} {BEARER_TOKEN}") == masked(BEARER_TOKEN)
+
+
+@pytest.mark.parametrize("separator", ["  ", "\t"], ids=["two-spaces", "tab"])
+def test_authorization_header_with_other_whitespace_is_fingerprinted_without_its_scheme(
+    separator: str,
+) -> None:
+    assert redact_value("authorization", f"Bearer{separator}{BEARER_TOKEN}") == masked(
+        BEARER_TOKEN
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("status_code", "302"),
+        ("token_fingerprint", "sha256:9f86d081884c"),
+        ("token_type", "Bearer"),
+        ("error_code", "invalid_grant"),
+    ],
+)
+def test_safe_keys_containing_sensitive_words_are_left_alone(key: str, value: str) -> None:
+    assert redact_value(key, value) == value
+
+
+def test_unset_credentials_are_logged_as_unset() -> None:
+    assert redact_value("password", None) is None
+    assert redact_value("access_token", "") == ""
+
+
+def test_non_text_token_values_are_redacted_not_rendered() -> None:
+    assert redact_value("access_token", {"value": "at-123"}) == "[REDACTED]"
+
+
+def test_jwt_and_bearer_values_in_free_text_are_replaced_by_fingerprints() -> None:
+    text = f"upstream returned {JWT} for Authorization: Bearer {BEARER_TOKEN} (retrying)"
+
+    scrubbed = redact_value("detail", text)
+
+    assert JWT not in scrubbed
+    assert BEARER_TOKEN not in scrubbed
+    assert masked(JWT) in scrubbed
+    assert f"Bearer {masked(BEARER_TOKEN)}" in scrubbed
+    assert scrubbed.endswith("(retrying)")
+
+
+def test_nested_dicts_and_lists_are_redacted_by_key_and_scrubbed_as_text() -> None:
+    value: dict[str, Any] = {
+        "headers": {"Authorization": f"Bearer {BEARER_TOKEN}", "Cookie": "echo_session=abc"},
+        "attempts": [{"refresh_token": "rt-1", "status_code": "400"}, f"saw {JWT}"],
+        "user": "alice",
+    }
+
+    redacted = redact_value("request", value)
+
+    assert redacted == {
+        "headers": {"Authorization": masked(BEARER_TOKEN), "Cookie": "[REDACTED]"},
+        "attempts": [{"refresh_token": masked("rt-1"), "status_code": "400"}, f"saw {masked(JWT)}"],
+        "user": "alice",
+    }
+
+
+def test_redact_event_redacts_every_key_and_scrubs_the_event_text() -> None:
+    event = {
+        "event": f"login with {JWT}",
+        "password": "hunter2-hunter2",
+        "code": "ac-123",
+        "status_code": "200",
+        "user_sub": "b0b",
+    }
+
+    redacted = redact_event(None, "info", event)
+
+    assert redacted == {
+        "event": f"login with {masked(JWT)}",
+        "password": "[REDACTED]",
+        "code": masked("ac-123"),
+        "status_code": "200",
+        "user_sub": "b0b",
+    }
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo configure_logging: structlog defaults, root handlers and levels."""
+    root = logging.getLogger()
+    alembic = logging.getLogger("alembic")
+    handlers, root_level, alembic_level = root.handlers[:], root.level, alembic.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(root_level)
+    alembic.setLevel(alembic_level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_logs_from_structlog_and_stdlib_carry_fingerprints_not_credentials(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json")  # binds the handler to the sys.stderr capsys installed
+    upstream_token = "up-4fJq8sWn2LxY"
+
+    get_logger("echo_identity.test").info(
+        "token issued", access_token=JWT, password="hunter2-hunter2", status_code=200
+    )
+    logging.getLogger("x").info("provider answered Authorization: Bearer %s", upstream_token)
+    try:
+        raise ValueError(f"refresh refused for Bearer {BEARER_TOKEN}")
+    except ValueError:
+        logging.getLogger("x").exception("refresh failed")
+
+    err = capsys.readouterr().err
+    for secret in (JWT, "hunter2-hunter2", upstream_token, BEARER_TOKEN):
+        assert secret not in err
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert [line["logger"] for line in lines] == ["echo_identity.test", "x", "x"]
+    issued, answered, failed = lines
+    assert issued["event"] == "token issued"
+    assert issued["access_token"] == masked(JWT)
+    assert issued["password"] == "[REDACTED]"
+    assert issued["status_code"] == 200
+    assert issued["level"] == "info"
+    assert answered["event"] == f"provider answered Authorization: Bearer {masked(upstream_token)}"
+    assert masked(BEARER_TOKEN) in failed["exception"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_configured_level_drops_lower_records(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("WARNING", "json")
+
+    get_logger("echo_identity.test").info("quiet")
+    logging.getLogger("x").info("quiet too")
+    get_logger("echo_identity.test").warning("loud")
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["event"] for line in lines] == ["loud"]
