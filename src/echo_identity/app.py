@@ -20,7 +20,7 @@ from echo_identity.accounts.sessions import (
     SqlSessionStore,
 )
 from echo_identity.config import Settings
-from echo_identity.web import errors, headers, health, request_id
+from echo_identity.web import errors, headers, health, rate_limits, request_id
 
 csrf = CSRFProtect()
 
@@ -54,6 +54,7 @@ def create_app(settings: Settings, database: db.Database | None = None) -> Flask
     headers.init_app(app, production=settings.production)
     errors.init_app(app)
     csrf.init_app(app)
+    rate_limits.init_app(app, settings)
     app.register_blueprint(health.bp)
     app.register_blueprint(account_views.bp)
     return app

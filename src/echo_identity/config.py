@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
     refresh_token_absolute_ttl: int = Field(default=2_592_000, ge=300)
     session_idle_timeout: int = Field(default=1800, ge=60)
     session_absolute_timeout: int = Field(default=36_000, ge=60)
+
+    login_rate_limit: str = "10/minute;100/hour"
 
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -230,6 +233,13 @@ def load_settings(
         raise ConfigError(
             "ECHO_SESSION_ABSOLUTE_TIMEOUT", "must be at least ECHO_SESSION_IDLE_TIMEOUT"
         )
+
+    try:
+        parse_many(settings.login_rate_limit)
+    except ValueError:
+        raise ConfigError(
+            "ECHO_LOGIN_RATE_LIMIT", "is not a rate limit", 'write e.g. "10/minute;100/hour"'
+        ) from None
 
     generated: list[GeneratedSecret] = []
     if settings.dev_mode:

@@ -14,9 +14,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from tests.factories import TestUser, create_user
-from tests.support.databases import fresh_database_url
-from tests.support.environment import app_environment
-from tests.support.server import LiveServer, start_server
+from tests.support.server import LiveServer, running_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -39,11 +37,8 @@ CHROMIUM_ARGUMENTS = (
 @pytest.fixture(scope="session")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A development-mode server on SQLite shared by the session (tests make their own users)."""
-    tmp = tmp_path_factory.mktemp("e2e")
-    with fresh_database_url(tmp) as url:
-        server = start_server(app_environment(tmp / "var", url), tmp / "server.log")
+    with running_server(tmp_path_factory.mktemp("e2e")) as server:
         yield server
-        server.stop()
 
 
 @pytest.fixture

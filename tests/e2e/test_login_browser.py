@@ -37,13 +37,6 @@ def sign_in(driver: Chrome, server: LiveServer, user: TestUser) -> None:
     assert path_of(driver) == "/account"
 
 
-def is_missing_favicon(entry: dict[str, object], server: LiveServer) -> bool:
-    """Chromium fetches /favicon.ico unasked; the app serves none, so that 404 is not a page's."""
-    return entry["source"] == "network" and str(entry["message"]).startswith(
-        server.base_url + "/favicon.ico "
-    )
-
-
 def account_field(driver: Chrome, label: str) -> str:
     """The text of the ``<dd>`` that follows the ``<dt>`` named ``label`` on /account."""
     return driver.find_element(By.XPATH, f"//dt[.='{label}']/following-sibling::dd[1]").text
@@ -69,8 +62,7 @@ def test_user_signs_in_with_the_form_and_signing_out_ends_the_session(
 def test_pages_load_without_csp_violations_or_console_errors_and_apply_the_stylesheet(
     driver: Chrome, dev_server: LiveServer, user: TestUser
 ) -> None:
-    driver.get(dev_server.base_url + "/login")
-    sign_in(driver, dev_server, user)
+    sign_in(driver, dev_server, user)  # loads /login, then /account
     driver.find_element(By.LINK_TEXT, "Your sessions").click()
     WebDriverWait(driver, 10).until(
         expected_conditions.url_to_be(dev_server.base_url + "/account/sessions")
@@ -79,7 +71,7 @@ def test_pages_load_without_csp_violations_or_console_errors_and_apply_the_style
 
     # CSP violations are reported as SEVERE console entries ("Refused to load ...").
     entries = driver.get_log("browser")
-    assert [e for e in entries if not is_missing_favicon(e, dev_server)] == []
+    assert entries == []
     assert header.value_of_css_property("background-color") != TRANSPARENT
 
 

@@ -38,6 +38,8 @@ def app_environment(
         "ECHO_SECRET_KEY": new_secret_key(),
         "ECHO_VAULT_KEK": new_kek(),
         "ECHO_LOG_FORMAT": "json",
+        # Tests sign in many times from 127.0.0.1; the limit itself is tested on its own.
+        "ECHO_LOGIN_RATE_LIMIT": "10000/minute",
         **FAST_ARGON2,
     }
     if os.environ.get("ECHO_TEST_REDIS_URL"):  # the Redis suite: sessions live in Redis

@@ -7,13 +7,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support.environment import process_environment
+from tests.support.databases import fresh_database_url
+from tests.support.environment import app_environment, process_environment
 
 BIN = Path(sys.executable).parent
 
@@ -95,3 +98,16 @@ def start_server(env: dict[str, str], log_path: Path, *, migrate: bool = True) -
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"server did not become ready:\n{server.logs()}")
+
+
+@contextmanager
+def running_server(tmp_dir: Path, *, production: bool = False) -> Iterator[LiveServer]:
+    """A server on a fresh database in ``tmp_dir``, stopped and dropped afterwards."""
+    with fresh_database_url(tmp_dir) as url:
+        server = start_server(
+            app_environment(tmp_dir / "var", url, production=production), tmp_dir / "server.log"
+        )
+        try:
+            yield server
+        finally:
+            server.stop()

@@ -10,6 +10,7 @@ from echo_identity.accounts.errors import InvalidCredentials
 from echo_identity.accounts.session_cookie import current_session
 from echo_identity.accounts.sessions import SessionStore
 from echo_identity.logs import get_logger
+from echo_identity.web.rate_limits import limiter, login_limit
 from echo_identity.web.redirects import safe_next
 
 bp = Blueprint("accounts", __name__)
@@ -27,6 +28,7 @@ def index() -> WerkzeugResponse:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(login_limit, methods=["POST"])
 def login() -> str | WerkzeugResponse | tuple[str, int]:
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
