@@ -23,20 +23,9 @@ import structlog
 from echo_identity.crypto.digests import fingerprint
 
 REDACTED = "[REDACTED]"
-_SECRET_WORDS = {
-    "password",
-    "passwd",
-    "pwd",
-    "secret",
-    "cookie",
-    "credential",
-    "credentials",
-    "apikey",
-    "api_key",
-    "kek",
-    "dek",
-    "private_key",
-}
+_SECRET_WORDS = {"pwd", "credential", "credentials", "kek", "dek"}
+# Matched anywhere in the key once its words are joined by "_" (X-Api-Key -> x_api_key).
+_SECRET_FRAGMENTS = ("password", "passwd", "secret", "cookie", "api_key", "apikey", "private_key")
 _TOKEN_WORDS = {"token", "code", "authorization", "assertion", "jwt", "bearer", "ticket"}
 # Keys that contain a sensitive word but never hold a secret.
 _SAFE_KEYS = {
@@ -54,7 +43,7 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{8,})")
 _KEY_SPLIT = re.compile(r"[^a-z0-9]+")
 # "password=hunter2" or "client_secret: abc" inside free text (exception messages, URLs).
 _INLINE_SECRET = re.compile(
-    r"(?i)\b([a-z_]*(?:password|passwd|secret|token|api_?key|code))(\s*[=:]\s*)(?!sha256:|\[REDACTED)([^\s&,;'\"]+)"
+    r"(?i)\b([a-z_]*(?:password|passwd|secret|token|api_?key|code))([\"']?\s*[=:]\s*[\"']?)(?!sha256:|\[REDACTED)([^\s&,;'\"]+)"
 )
 
 
@@ -66,8 +55,10 @@ def _key_kind(key: str) -> str | None:
     lowered = key.lower()
     if lowered in _SAFE_KEYS or lowered.endswith("_fingerprint"):
         return None
-    parts = set(_KEY_SPLIT.split(lowered)) | {lowered}
-    if parts & _SECRET_WORDS or "password" in lowered or "secret" in lowered:
+    words = [part for part in _KEY_SPLIT.split(lowered) if part]
+    joined = "_".join(words)
+    parts = set(words) | {lowered}
+    if parts & _SECRET_WORDS or any(fragment in joined for fragment in _SECRET_FRAGMENTS):
         return "secret"
     if parts & _TOKEN_WORDS or lowered.endswith("token"):
         return "token"
@@ -91,7 +82,7 @@ def redact_value(key: str, value: Any) -> Any:
     if kind == "token" and value not in (None, ""):
         if isinstance(value, str | bytes):
             raw = value.decode(errors="replace") if isinstance(value, bytes) else value
-            raw = raw.split(" ", 1)[1] if _BEARER.match(raw) else raw
+            raw = raw.split(None, 1)[1] if _BEARER.match(raw) else raw
             return _masked(raw)
         if not isinstance(value, bool | int | float):
             return REDACTED

@@ -25,14 +25,26 @@ def masked(value: str) -> str:
 
 @pytest.mark.parametrize(
     "key",
-    ["password", "new_password", "client_secret", "clientSecret", "cookie", "Set-Cookie",
-     "credentials", "api_key", "apiKey", "vault_kek"],
+    [
+        "password",
+        "new_password",
+        "client_secret",
+        "clientSecret",
+        "cookie",
+        "Set-Cookie",
+        "credentials",
+        "api_key",
+        "apiKey",
+        "vault_kek",
+    ],
 )
 def test_credential_keys_are_replaced_by_redacted(key: str) -> None:
     assert redact_value(key, "hunter2-hunter2") == "[REDACTED]"
 
 
-@pytest.mark.parametrize("key", ["X-Api-Key", "user_api_key", "signing_private_key", "sessionCookie"])
+@pytest.mark.parametrize(
+    "key", ["X-Api-Key", "user_api_key", "signing_private_key", "sessionCookie"]
+)
 def test_credential_keys_in_compound_or_header_spelling_are_redacted(key: str) -> None:
     # The module promises api keys, private keys and cookies are redacted however the key is
     # spelled; today the multi-word words only match when they are the whole key.
@@ -65,9 +77,7 @@ def test_authorization_header_is_fingerprinted_without_its_scheme(scheme: str) -
 def test_authorization_header_with_other_whitespace_is_fingerprinted_without_its_scheme(
     separator: str,
 ) -> None:
-    assert redact_value("authorization", f"Bearer{separator}{BEARER_TOKEN}") == masked(
-        BEARER_TOKEN
-    )
+    assert redact_value("authorization", f"Bearer{separator}{BEARER_TOKEN}") == masked(BEARER_TOKEN)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +85,7 @@ def test_authorization_header_with_other_whitespace_is_fingerprinted_without_its
     [
         ("status_code", "302"),
         ("token_fingerprint", "sha256:9f86d081884c"),
+        ("refresh_token_fingerprint", "sha256:9f86d081884c"),
         ("token_type", "Bearer"),
         ("error_code", "invalid_grant"),
     ],
@@ -102,6 +113,34 @@ def test_jwt_and_bearer_values_in_free_text_are_replaced_by_fingerprints() -> No
     assert masked(JWT) in scrubbed
     assert f"Bearer {masked(BEARER_TOKEN)}" in scrubbed
     assert scrubbed.endswith("(retrying)")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("login failed password=hunter2 for bob", "login failed password=[REDACTED] for bob"),
+        ("client_secret: s3cr3t&x=1", "client_secret: [REDACTED]&x=1"),
+        ("GET /cb?code=ac-123&state=xyz", f"GET /cb?code={masked('ac-123')}&state=xyz"),
+        ("refresh_token=rt-1; retrying", f"refresh_token={masked('rt-1')}; retrying"),
+        ("status_code=500 token_type=Bearer", "status_code=500 token_type=Bearer"),
+    ],
+)
+def test_key_value_credentials_in_free_text_are_masked(text: str, expected: str) -> None:
+    assert redact_value("detail", text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "TypeError: login() got password='hunter2-hunter2'",
+        'body={"client_secret": "hunter2-hunter2"}',
+        "x_api_key=hunter2-hunter2",
+    ],
+    ids=["python-repr", "json", "compound-key"],
+)
+def test_quoted_or_compound_key_value_credentials_in_free_text_are_masked(text: str) -> None:
+    # Exception messages quote values (repr) and request bodies are JSON; both are free text.
+    assert "hunter2-hunter2" not in redact_value("detail", text)
 
 
 def test_nested_dicts_and_lists_are_redacted_by_key_and_scrubbed_as_text() -> None:

@@ -10,7 +10,7 @@ class AccountError(EchoError):
     status = 400
 
 
-class InvalidCredentials(AccountError):
+class InvalidCredentialsError(AccountError):
     """Unknown user, wrong password or disabled account: deliberately indistinguishable."""
 
     code = "invalid_credentials"
@@ -18,34 +18,34 @@ class InvalidCredentials(AccountError):
     description = "Invalid username or password."
 
 
-class InvalidUsername(AccountError):
+class InvalidUsernameError(AccountError):
     code = "invalid_username"
     description = "Usernames are 1-64 characters: letters, digits and . _ @ + - (case-insensitive)."
 
 
-class InvalidEmail(AccountError):
+class InvalidEmailError(AccountError):
     code = "invalid_email"
     description = "Give an e-mail address of the form name@example.org."
 
 
-class WeakPassword(AccountError):
+class WeakPasswordError(AccountError):
     code = "weak_password"
     description = "Passwords must be 8 to 1024 characters long."
 
 
-class UsernameTaken(AccountError):
+class UsernameTakenError(AccountError):
     code = "username_taken"
     status = 409
     description = "That username is already taken."
 
 
-class EmailTaken(AccountError):
+class EmailTakenError(AccountError):
     code = "email_taken"
     status = 409
     description = "That e-mail address already belongs to another user."
 
 
-class UnknownUser(AccountError):
+class UnknownUserError(AccountError):
     code = "unknown_user"
     status = 404
     description = "No user has that username."

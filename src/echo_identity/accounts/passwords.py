@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
-
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -20,6 +18,8 @@ class Passwords:
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID
         )
+        # Made up front: building it lazily would make the first unknown-user login slower.
+        self._dummy_hash = self._hasher.hash(random_token())
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)
@@ -37,10 +37,6 @@ class Passwords:
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)
-
-    @cached_property
-    def _dummy_hash(self) -> str:
-        return self._hasher.hash(random_token())
 
 
 def acceptable_password(password: str) -> bool:

@@ -11,13 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from echo_identity.accounts.errors import (
-    EmailTaken,
-    InvalidCredentials,
-    InvalidEmail,
-    InvalidUsername,
-    UnknownUser,
-    UsernameTaken,
-    WeakPassword,
+    EmailTakenError,
+    InvalidCredentialsError,
+    InvalidEmailError,
+    InvalidUsernameError,
+    UnknownUserError,
+    UsernameTakenError,
+    WeakPasswordError,
 )
 from echo_identity.accounts.models import User
 from echo_identity.accounts.passwords import Passwords, acceptable_password
@@ -43,15 +43,15 @@ class AccountService:
         username = normalize_username(username)
         email = email.strip().lower()
         if not _USERNAME.fullmatch(username):
-            raise InvalidUsername()
+            raise InvalidUsernameError()
         if len(email) > 254 or not _EMAIL.fullmatch(email):
-            raise InvalidEmail()
+            raise InvalidEmailError()
         if not acceptable_password(password):
-            raise WeakPassword()
+            raise WeakPasswordError()
         if self.find(username) is not None:
-            raise UsernameTaken()
+            raise UsernameTakenError()
         if self._session.scalar(select(User.id).where(User.email == email)) is not None:
-            raise EmailTaken()
+            raise EmailTakenError()
         user = User(
             sub=str(uuid.uuid4()),
             username=username,
@@ -74,17 +74,17 @@ class AccountService:
         return self._session.get(User, user_id)
 
     def require(self, username: str) -> User:
-        """Like :meth:`find`; raises :class:`UnknownUser` instead of returning ``None``."""
+        """Like :meth:`find`; raises :class:`UnknownUserError` instead of returning ``None``."""
         user = self.find(username)
         if user is None:
-            raise UnknownUser()
+            raise UnknownUserError()
         return user
 
     def list_users(self) -> Sequence[User]:
         return self._session.scalars(select(User).order_by(User.username)).all()
 
     def authenticate(self, username: str, password: str) -> User:
-        """The active user whose password matches; raises :class:`InvalidCredentials`.
+        """The active user whose password matches; raises :class:`InvalidCredentialsError`.
 
         An unknown username costs one argon2 verification, like a wrong password, so timing
         does not reveal which usernames exist. A hash made with older parameters is upgraded.
@@ -92,25 +92,28 @@ class AccountService:
         user = self.find(username) if len(username) <= 256 else None
         if user is None or len(password) > 1024:
             self._passwords.verify_unknown_user(password[:1024])
-            raise InvalidCredentials()
+            raise InvalidCredentialsError()
         if not self._passwords.verify(user.password_hash, password) or user.disabled:
-            raise InvalidCredentials()
+            raise InvalidCredentialsError()
         if self._passwords.needs_rehash(user.password_hash):
             user.password_hash = self._passwords.hash(password)
             self._session.commit()
         return user
 
     def set_password(self, username: str, password: str) -> User:
-        """Replace a user's password; raises :class:`UnknownUser` or :class:`WeakPassword`."""
+        """Replace a user's password.
+
+        Raises :class:`UnknownUserError` or :class:`WeakPasswordError`.
+        """
         if not acceptable_password(password):
-            raise WeakPassword()
+            raise WeakPasswordError()
         user = self.require(username)
         user.password_hash = self._passwords.hash(password)
         self._session.commit()
         return user
 
     def set_disabled(self, username: str, disabled: bool) -> User:
-        """Disable or re-enable a user; raises :class:`UnknownUser`."""
+        """Disable or re-enable a user; raises :class:`UnknownUserError`."""
         user = self.require(username)
         user.disabled = disabled
         self._session.commit()

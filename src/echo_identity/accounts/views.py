@@ -6,7 +6,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from echo_identity.accounts.current import account_service, current_user, login_required
-from echo_identity.accounts.errors import InvalidCredentials
+from echo_identity.accounts.errors import InvalidCredentialsError
 from echo_identity.accounts.session_cookie import current_session
 from echo_identity.accounts.sessions import SessionStore
 from echo_identity.logs import get_logger
@@ -39,7 +39,7 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
     username = request.form.get("username", "")
     try:
         user = account_service().authenticate(username, request.form.get("password", ""))
-    except InvalidCredentials as exc:
+    except InvalidCredentialsError as exc:
         log.info("login_failed", reason=exc.code)
         page = render_template(
             "accounts/login.html",

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from echo_identity.crypto.digests import derive_key, digests_match, keyed_digest
-from echo_identity.idp.errors import InvalidClientMetadata, InvalidRedirectUri
+from echo_identity.idp.errors import InvalidClientMetadataError, InvalidRedirectUriError
 from echo_identity.idp.models import OAuthClient
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -25,17 +25,17 @@ class RegisteredClient:
 
 
 def check_redirect_uri(uri: str) -> str:
-    """``uri`` if it is an acceptable redirect URI; raises :class:`InvalidRedirectUri`."""
+    """``uri`` if it is an acceptable redirect URI; raises :class:`InvalidRedirectUriError`."""
     parts = urlsplit(uri)
     if parts.fragment or not parts.scheme or "#" in uri:
-        raise InvalidRedirectUri()
+        raise InvalidRedirectUriError()
     if parts.scheme == "https" and parts.netloc:
         return uri
     if parts.scheme == "http" and parts.hostname and parts.netloc.split(":")[0] in _LOOPBACK_HOSTS:
         return uri
     if parts.scheme == "http" and parts.hostname == "::1":
         return uri
-    raise InvalidRedirectUri()
+    raise InvalidRedirectUriError()
 
 
 class ClientRegistry:
@@ -54,18 +54,18 @@ class ClientRegistry:
         scope: str = "openid profile email offline_access",
         public: bool = False,
     ) -> RegisteredClient:
-        """Register a client; raises :class:`InvalidClientMetadata` for bad values."""
+        """Register a client; raises :class:`InvalidClientMetadataError` for bad values."""
         name = name.strip()
         if not 1 <= len(name) <= 200:
-            raise InvalidClientMetadata("A client name is 1-200 characters.")
+            raise InvalidClientMetadataError("A client name is 1-200 characters.")
         unknown = sorted(set(grant_types) - set(GRANT_TYPES))
         if unknown:
-            raise InvalidClientMetadata(f"Unsupported grant types: {', '.join(unknown)}.")
+            raise InvalidClientMetadataError(f"Unsupported grant types: {', '.join(unknown)}.")
         uris = [check_redirect_uri(uri) for uri in redirect_uris]
         if "authorization_code" in grant_types and not uris:
-            raise InvalidClientMetadata("The authorization_code grant needs a redirect URI.")
+            raise InvalidClientMetadataError("The authorization_code grant needs a redirect URI.")
         if public and "client_credentials" in grant_types:
-            raise InvalidClientMetadata("Public clients cannot use client_credentials.")
+            raise InvalidClientMetadataError("Public clients cannot use client_credentials.")
         secret = None if public else secrets.token_urlsafe(32)
         client = OAuthClient(
             client_id=secrets.token_urlsafe(16),

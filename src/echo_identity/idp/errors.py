@@ -5,14 +5,14 @@ from __future__ import annotations
 from echo_identity.errors import EchoError
 
 
-class InvalidClientMetadata(EchoError):
+class InvalidClientMetadataError(EchoError):
     """RFC 7591 §3.2.2 ``invalid_client_metadata``: a registration value is unacceptable."""
 
     code = "invalid_client_metadata"
     status = 400
 
 
-class InvalidRedirectUri(InvalidClientMetadata):
+class InvalidRedirectUriError(InvalidClientMetadataError):
     """RFC 7591 §3.2.2 ``invalid_redirect_uri``."""
 
     code = "invalid_redirect_uri"

@@ -53,6 +53,8 @@ def test_needs_rehash_only_when_parameters_changed() -> None:
     assert Passwords(time_cost=1, memory_cost=8192, parallelism=2).needs_rehash(password_hash)
 
 
-@pytest.mark.parametrize(("length", "acceptable"), [(7, False), (8, True), (1024, True), (1025, False)])
+@pytest.mark.parametrize(
+    ("length", "acceptable"), [(7, False), (8, True), (1024, True), (1025, False)]
+)
 def test_password_length_policy_is_8_to_1024_characters(length: int, acceptable: bool) -> None:
     assert acceptable_password("p" * length) is acceptable

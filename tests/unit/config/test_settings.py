@@ -99,9 +99,7 @@ def test_production_refuses_an_http_issuer(tmp_path: Path) -> None:
 
 
 def test_development_accepts_an_http_issuer(tmp_path: Path) -> None:
-    settings, _ = load_settings(
-        bare_dev_env(tmp_path / "var", ECHO_ISSUER="http://localhost:8000")
-    )
+    settings, _ = load_settings(bare_dev_env(tmp_path / "var", ECHO_ISSUER="http://localhost:8000"))
 
     assert settings.issuer == "http://localhost:8000"
 
@@ -152,6 +150,13 @@ def test_invalid_access_token_ttl_names_the_variable(tmp_path: Path, value: str)
 
     assert error.variable == "ECHO_ACCESS_TOKEN_TTL"
     assert str(error).startswith("ECHO_ACCESS_TOKEN_TTL ")
+
+
+@pytest.mark.parametrize("value", ["ten per minute", "10/fortnight"])
+def test_unparsable_login_rate_limit_names_the_variable(tmp_path: Path, value: str) -> None:
+    error = config_error(production_env(tmp_path, ECHO_LOGIN_RATE_LIMIT=value))
+
+    assert error.variable == "ECHO_LOGIN_RATE_LIMIT"
 
 
 def test_development_generates_missing_secrets_into_var_dir_owner_only(tmp_path: Path) -> None:

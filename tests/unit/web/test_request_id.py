@@ -35,8 +35,17 @@ def test_well_formed_request_id_is_kept(incoming: str) -> None:
         "abc<defgh>",
     ],
     ids=[
-        "none", "empty", "7-chars", "129-chars", "leading-dash", "space", "newline",
-        "header-injection", "double-quote", "single-quote", "angle-brackets",
+        "none",
+        "empty",
+        "7-chars",
+        "129-chars",
+        "leading-dash",
+        "space",
+        "newline",
+        "header-injection",
+        "double-quote",
+        "single-quote",
+        "angle-brackets",
     ],
 )
 def test_malformed_request_id_is_replaced_by_a_fresh_32_hex_id(incoming: str | None) -> None:
