@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+CODE := src tests $(wildcard benchmarks)
 
 .PHONY: run test test-postgres test-redis test-browser lint format migration clean
 
@@ -37,13 +38,13 @@ test-browser: $(STAMP)
 	$(BIN)/pytest -q -m browser $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 # Developers: make migration m="add widgets" (autogenerates against var/ SQLite database)
 migration: $(STAMP)
