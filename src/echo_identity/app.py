@@ -67,5 +67,6 @@ def session_store(settings: Settings, database: db.Database) -> SessionStore:
         absolute=timedelta(seconds=settings.session_absolute_timeout),
     )
     if settings.redis_url:
-        return RedisSessionStore(redis.Redis.from_url(settings.redis_url), policy)
+        client = redis.Redis.from_url(settings.redis_url)
+        return RedisSessionStore(client, policy, prefix=settings.redis_namespace)
     return SqlSessionStore(database, policy)

@@ -14,6 +14,7 @@ Every variable is documented in ``docs/configuration.md``; a test keeps the two 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import secrets
 from collections.abc import Mapping
@@ -77,6 +78,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     vault_kek: SecretStr | None = None
     redis_url: str | None = None
+    redis_prefix: str = ""
     var_dir: Path = Path("var")
 
     access_token_ttl: int = Field(default=600, ge=300, le=900)
@@ -113,6 +115,14 @@ class Settings(BaseSettings):
     @property
     def production(self) -> bool:
         return not self.dev_mode
+
+    @property
+    def redis_namespace(self) -> str:
+        """Prefix of every Redis key; by default unique per issuer, so deployments sharing a
+        Redis server never see each other's sessions or counters."""
+        if self.redis_prefix:
+            return self.redis_prefix
+        return "echo:" + hashlib.sha256(self.issuer.encode()).hexdigest()[:12]
 
     @property
     def effective_log_format(self) -> str:

@@ -24,7 +24,7 @@ def _every_stored_value(env: dict[str, str]) -> list[str]:
     database.dispose()
     if env.get("ECHO_REDIS_URL"):
         with redis.Redis.from_url(env["ECHO_REDIS_URL"]) as client:
-            for key in client.scan_iter("echo:*"):
+            for key in client.scan_iter(env["ECHO_REDIS_PREFIX"] + ":*"):
                 values.append(key.decode())
                 if client.type(key) == b"string":
                     values.append(client.get(key).decode())  # type: ignore[union-attr]

@@ -44,6 +44,7 @@ def app_environment(
     }
     if os.environ.get("ECHO_TEST_REDIS_URL"):  # the Redis suite: sessions live in Redis
         env["ECHO_REDIS_URL"] = os.environ["ECHO_TEST_REDIS_URL"]
+        env["ECHO_REDIS_PREFIX"] = "echo-test:" + secrets.token_hex(6)  # isolated per app
     if production:
         env.update(ECHO_ISSUER="https://id.example.test", ECHO_TRUSTED_PROXY_HOPS="1")
     else:

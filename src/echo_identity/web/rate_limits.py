@@ -14,7 +14,7 @@ from flask_limiter.util import get_remote_address
 
 from echo_identity.config import Settings
 
-limiter = Limiter(key_func=get_remote_address, headers_enabled=True, key_prefix="echo")
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 
 def login_limit() -> str:
@@ -24,4 +24,5 @@ def login_limit() -> str:
 
 def init_app(app: Flask, settings: Settings) -> None:
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url or "memory://"
+    app.config["RATELIMIT_KEY_PREFIX"] = settings.redis_namespace
     limiter.init_app(app)

@@ -244,3 +244,19 @@ def test_process_environment_is_ignored_when_a_mapping_is_passed(
 
     del env["ECHO_SECRET_KEY"]
     assert config_error(env).variable == "ECHO_SECRET_KEY"
+
+
+def test_redis_namespace_differs_per_issuer_so_deployments_sharing_redis_stay_apart(
+    tmp_path: Path,
+) -> None:
+    env = production_env(tmp_path)
+    env.pop("ECHO_REDIS_PREFIX", None)
+    staging, _ = load_settings({**env, "ECHO_ISSUER": "https://staging.example.test"})
+    production, _ = load_settings({**env, "ECHO_ISSUER": "https://id.example.test"})
+    assert staging.redis_namespace != production.redis_namespace
+    assert staging.redis_namespace.startswith("echo:")
+
+
+def test_explicit_redis_prefix_wins(tmp_path: Path) -> None:
+    settings, _ = load_settings(production_env(tmp_path, ECHO_REDIS_PREFIX="tenant-a"))
+    assert settings.redis_namespace == "tenant-a"
