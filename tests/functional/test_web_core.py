@@ -72,3 +72,16 @@ def test_health_probes_answer(dev_server: LiveServer) -> None:
     ready = httpx.get(f"{dev_server.base_url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
+
+
+def test_cross_origin_reads_are_not_allowed(dev_server: LiveServer) -> None:
+    response = httpx.get(
+        f"{dev_server.base_url}/healthz", headers={"Origin": "https://evil.example"}
+    )
+    preflight = httpx.options(
+        f"{dev_server.base_url}/login",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    for answer in (response, preflight):
+        assert "access-control-allow-origin" not in answer.headers
+        assert "access-control-allow-credentials" not in answer.headers

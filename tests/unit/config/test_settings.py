@@ -260,3 +260,13 @@ def test_redis_namespace_differs_per_issuer_so_deployments_sharing_redis_stay_ap
 def test_explicit_redis_prefix_wins(tmp_path: Path) -> None:
     settings, _ = load_settings(production_env(tmp_path, ECHO_REDIS_PREFIX="tenant-a"))
     assert settings.redis_namespace == "tenant-a"
+
+
+def test_a_dotenv_file_in_the_working_directory_is_never_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text(f"ECHO_SECRET_KEY={new_secret_key()}\nECHO_DEV_MODE=1\n")
+    monkeypatch.chdir(tmp_path)
+    env = production_env(tmp_path)
+    del env["ECHO_SECRET_KEY"]
+    assert config_error(env).variable == "ECHO_SECRET_KEY"
