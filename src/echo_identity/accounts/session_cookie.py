@@ -22,6 +22,8 @@ PRODUCTION_COOKIE = "__Host-echo_session"
 DEVELOPMENT_COOKIE = "echo_session"
 # Refresh last-seen at most this often, so reading a page is not always a write.
 TOUCH_INTERVAL = timedelta(seconds=60)
+# Expired sessions are swept by the process that creates a session, at most this often.
+PURGE_INTERVAL = timedelta(minutes=10)
 _MAX_TOKEN_LENGTH = 128
 
 
@@ -64,6 +66,7 @@ class ServerSessionInterface(SessionInterface):
         self.store = store
         self.secure = secure
         self.cookie_name = PRODUCTION_COOKIE if secure else DEVELOPMENT_COOKIE
+        self._last_purge = utcnow()
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         token = request.cookies.get(self.cookie_name)
@@ -111,6 +114,9 @@ class ServerSessionInterface(SessionInterface):
             )
             self.store.put(record)
             self._set_cookie(response, token)
+            if now - self._last_purge >= PURGE_INTERVAL:
+                self._last_purge = now
+                self.store.purge_expired()
             return
         if session.modified or now - old.last_seen_at >= TOUCH_INTERVAL:
             old.data = dict(session)

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
+from echo_identity.accounts.models import BrowserSession
 from echo_identity.app import create_app
 from echo_identity.config import Settings
 from echo_identity.db import Database
@@ -35,7 +37,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 @pytest.fixture
-def app(settings: Settings, database: Database) -> Flask:
+def app(settings: Settings, database: Database, clock: Clock) -> Flask:
     return create_app(settings, database)
 
 
@@ -93,3 +95,22 @@ def test_expired_session_is_deleted_from_the_store(
     client.get("/account")
     clock.now -= timedelta(seconds=settings.session_idle_timeout + 1)  # look from before expiry
     assert store.for_user(user.id) == []
+
+
+def test_abandoned_sessions_are_swept_when_new_sessions_are_made(
+    database: Database, clock: Clock, settings: Settings
+) -> None:
+    # The database store needs sweeping; Redis expires keys by itself.
+    app = create_app(settings.model_copy(update={"redis_url": None}), database)
+    abandoned = app.test_client()
+    abandoned.get("/login")  # an anonymous session holding a CSRF token, never used again
+    assert _stored_session_count(database) == 1
+    clock.advance(seconds=settings.session_idle_timeout + 1)
+    assert _stored_session_count(database) == 1  # nothing sweeps without traffic
+    app.test_client().get("/login")
+    assert _stored_session_count(database) == 1  # the abandoned one is gone, the new one stays
+
+
+def _stored_session_count(database: Database) -> int:
+    with database.session() as session:
+        return len(session.scalars(select(BrowserSession.id)).all())
