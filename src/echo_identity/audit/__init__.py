@@ -1,0 +1,1 @@
+"""Audit trail: typed security events recorded through one function."""

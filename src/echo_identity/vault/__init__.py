@@ -1,0 +1,1 @@
+"""Token vault: envelope-encrypted secrets at rest, third-party OAuth connections."""
