@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import redis
 from flask import Flask
-from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from echo_identity import db
@@ -20,9 +19,9 @@ from echo_identity.accounts.sessions import (
     SqlSessionStore,
 )
 from echo_identity.config import Settings
+from echo_identity.idp import provider as idp_provider
 from echo_identity.web import errors, headers, health, rate_limits, request_id
-
-csrf = CSRFProtect()
+from echo_identity.web.csrf import csrf
 
 
 def create_app(settings: Settings, database: db.Database | None = None) -> Flask:
@@ -57,6 +56,7 @@ def create_app(settings: Settings, database: db.Database | None = None) -> Flask
     rate_limits.init_app(app, settings)
     app.register_blueprint(health.bp)
     app.register_blueprint(account_views.bp)
+    idp_provider.init_app(app, settings, database)
     return app
 
 

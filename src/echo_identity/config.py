@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     session_absolute_timeout: int = Field(default=36_000, ge=60)
 
     login_rate_limit: str = "10/minute;100/hour"
+    token_failure_rate_limit: str = "30/minute"  # noqa: S105 - a rate, not a secret
+    key_publish_ahead: int = Field(default=3600, ge=10, le=30 * 86_400)
 
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -254,12 +256,16 @@ def load_settings(
             "ECHO_SESSION_ABSOLUTE_TIMEOUT", "must be at least ECHO_SESSION_IDLE_TIMEOUT"
         )
 
-    try:
-        parse_many(settings.login_rate_limit)
-    except ValueError:
-        raise ConfigError(
-            "ECHO_LOGIN_RATE_LIMIT", "is not a rate limit", 'write e.g. "10/minute;100/hour"'
-        ) from None
+    for variable, value in (
+        ("ECHO_LOGIN_RATE_LIMIT", settings.login_rate_limit),
+        ("ECHO_TOKEN_FAILURE_RATE_LIMIT", settings.token_failure_rate_limit),
+    ):
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ConfigError(
+                variable, "is not a rate limit", 'write e.g. "10/minute;100/hour"'
+            ) from None
 
     generated: list[GeneratedSecret] = []
     if settings.dev_mode:

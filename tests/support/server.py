@@ -73,11 +73,15 @@ class LiveServer:
 
 
 def start_server(env: dict[str, str], log_path: Path, *, migrate: bool = True) -> LiveServer:
-    """Migrate the database, start ``echo-identity serve`` and wait until /readyz answers."""
+    """Migrate the database, start ``echo-identity serve`` and wait until /readyz answers.
+
+    A development server without an explicit ``ECHO_ISSUER`` gets its own URL as issuer.
+    """
+    port = free_port()
+    env.setdefault("ECHO_ISSUER", f"http://127.0.0.1:{port}")
     if migrate:
         result = run_cli(env, "db", "upgrade")
         assert result.returncode == 0, result.stderr
-    port = free_port()
     with log_path.open("wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [str(BIN / "echo-identity"), "serve", "--port", str(port), "--threads", "4"],

@@ -7,6 +7,7 @@ HttpOnly and SameSite=Lax always; Secure and the ``__Host-`` prefix in productio
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -46,6 +47,7 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         """Bind the session to ``user_id`` under a fresh id; earlier data is dropped."""
         self.clear()
         self.user_id = user_id
+        self["auth_time"] = int(time.time())  # OIDC auth_time of ID tokens minted from here
         self.rotate = True
         self.modified = True
 

@@ -53,12 +53,6 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
     return redirect(next_url)
 
 
-@bp.post("/logout")
-def logout() -> WerkzeugResponse:
-    current_session().end()
-    return redirect("/login")
-
-
 @bp.get("/account")
 @login_required
 def account() -> str:

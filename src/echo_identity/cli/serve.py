@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from echo_identity.cli.runtime import database_or_exit, settings_or_exit
+from echo_identity.idp.keys import SigningKeyStore
+from echo_identity.idp.provider import key_schedule, keyring_factory
 
 # Route granian's own messages through our (redacting, JSON) root handler.
 _GRANIAN_LOGGING = {
@@ -39,7 +41,12 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     misconfigured deployment fails at once with a message naming the variable.
     """
     settings = settings_or_exit()
-    database_or_exit(settings).dispose()
+    database = database_or_exit(settings)
+    with database.session() as session:  # first start: one key per algorithm, before workers
+        SigningKeyStore(
+            session, keyring_factory(settings)(session), key_schedule(settings)
+        ).ensure()
+    database.dispose()
 
     from granian import Granian  # imported late: it is heavy and only serve needs it
     from granian.constants import Interfaces

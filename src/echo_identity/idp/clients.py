@@ -7,14 +7,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from echo_identity.crypto.digests import derive_key, digests_match, keyed_digest
-from echo_identity.idp.errors import InvalidClientMetadataError, InvalidRedirectUriError
+from echo_identity.idp.errors import (
+    InvalidClientMetadataError,
+    InvalidRedirectUriError,
+    UnknownClientError,
+)
 from echo_identity.idp.models import OAuthClient
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+ID_TOKEN_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 _LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "localhost"}
 
 
@@ -53,6 +59,9 @@ class ClientRegistry:
         grant_types: Sequence[str] = ("authorization_code", "refresh_token"),
         scope: str = "openid profile email offline_access",
         public: bool = False,
+        post_logout_redirect_uris: Sequence[str] = (),
+        audiences: Sequence[str] = (),
+        id_token_alg: str = "RS256",  # noqa: S107 - an algorithm name
     ) -> RegisteredClient:
         """Register a client; raises :class:`InvalidClientMetadataError` for bad values."""
         name = name.strip()
@@ -66,6 +75,13 @@ class ClientRegistry:
             raise InvalidClientMetadataError("The authorization_code grant needs a redirect URI.")
         if public and "client_credentials" in grant_types:
             raise InvalidClientMetadataError("Public clients cannot use client_credentials.")
+        if id_token_alg not in ID_TOKEN_ALGORITHMS:
+            raise InvalidClientMetadataError(
+                f"The ID-token algorithm must be one of {', '.join(ID_TOKEN_ALGORITHMS)}."
+            )
+        logout_uris = [check_redirect_uri(uri) for uri in post_logout_redirect_uris]
+        if any(not a.strip() or len(a) > 200 for a in audiences):
+            raise InvalidClientMetadataError("Audiences are 1-200 characters.")
         secret = None if public else secrets.token_urlsafe(32)
         client = OAuthClient(
             client_id=secrets.token_urlsafe(16),
@@ -73,8 +89,11 @@ class ClientRegistry:
             secret_digest=keyed_digest(self._digest_key, secret) if secret else None,
             redirect_uris=uris,
             grant_types=list(grant_types),
-            scope=scope,
+            scope=" ".join(dict.fromkeys(scope.split())),
             token_endpoint_auth_method="none" if public else "client_secret_basic",
+            post_logout_redirect_uris=logout_uris,
+            audiences=list(audiences),
+            id_token_alg=id_token_alg,
         )
         self._session.add(client)
         self._session.commit()
@@ -90,8 +109,80 @@ class ClientRegistry:
             select(OAuthClient).where(OAuthClient.name == name).order_by(OAuthClient.id)
         )
 
-    def secret_matches(self, client: OAuthClient, secret: str) -> bool:
-        """Constant-time check of a presented secret against the stored digest."""
-        if client.secret_digest is None:
+    def active(self, client_id: str | None) -> AuthlibClient | None:
+        """The enabled client ``client_id`` wrapped for Authlib, or ``None``."""
+        row = self.find(client_id) if client_id else None
+        if row is None or row.disabled:
+            return None
+        return AuthlibClient(row, self._digest_key)
+
+    def list_clients(self) -> Sequence[OAuthClient]:
+        return self._session.scalars(select(OAuthClient).order_by(OAuthClient.created_at)).all()
+
+    def set_disabled(self, client_id: str, disabled: bool = True) -> OAuthClient:
+        """Disable (or re-enable) a client; raises :class:`UnknownClientError`."""
+        row = self.find(client_id)
+        if row is None:
+            raise UnknownClientError()
+        row.disabled = disabled
+        self._session.commit()
+        return row
+
+
+class AuthlibClient(ClientMixin):  # type: ignore[misc]
+    """The view of an :class:`OAuthClient` that Authlib's grants and endpoints use."""
+
+    def __init__(self, row: OAuthClient, digest_key: bytes) -> None:
+        self.row = row
+        self._digest_key = digest_key
+        self.client_metadata = {"post_logout_redirect_uris": list(row.post_logout_redirect_uris)}
+        self.id_token_signed_response_alg = row.id_token_alg
+
+    @property
+    def client_id(self) -> str:
+        return self.row.client_id
+
+    @property
+    def confidential(self) -> bool:
+        return self.row.secret_digest is not None
+
+    @property
+    def audiences(self) -> list[str]:
+        """What access tokens minted for this client are meant for (default: the client)."""
+        return list(self.row.audiences) or [self.row.client_id]
+
+    def identities(self) -> set[str]:
+        """The audience values that name this client when it presents a token."""
+        return {self.row.client_id, *self.row.audiences}
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        uris = self.row.redirect_uris
+        return uris[0] if len(uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        allowed = self.row.scope.split()
+        if not scope:
+            return " ".join(allowed)
+        return " ".join(s for s in scope.split() if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.row.redirect_uris  # exact string match, RFC 9700 §2.1
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.row.secret_digest is None:
             return False
-        return digests_match(client.secret_digest, keyed_digest(self._digest_key, secret))
+        return digests_match(self.row.secret_digest, keyed_digest(self._digest_key, client_secret))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.confidential:
+            return method in {"client_secret_basic", "client_secret_post"}
+        return method == "none"
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and "authorization_code" in self.row.grant_types
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.row.grant_types

@@ -20,3 +20,22 @@ class InvalidRedirectUriError(InvalidClientMetadataError):
         "Redirect URIs must be absolute, without a fragment, and use https "
         "(http is allowed only for 127.0.0.1, [::1] and localhost)."
     )
+
+
+class InvalidTokenError(EchoError):
+    """RFC 6750 §3.1 ``invalid_token``; ``code`` narrows the reason for /verify callers."""
+
+    code = "invalid_token"
+    status = 401
+    description = "The token is invalid."
+
+    def __init__(self, description: str | None = None, code: str | None = None) -> None:
+        super().__init__(description)
+        if code is not None:
+            self.code = code
+
+
+class UnknownClientError(InvalidClientMetadataError):
+    code = "unknown_client"
+    status = 404
+    description = "No client has that client_id."

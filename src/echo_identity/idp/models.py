@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import JSON, Boolean, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -55,6 +56,25 @@ class AuthorizationCode(Base):
     # The token family created by the (first) redemption: revoked when the code is reused.
     family_id: Mapped[str | None] = mapped_column(String(32))
 
+    # Authlib's AuthorizationCodeMixin (OIDC flavour).
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.auth_time.timestamp())
+
+    def get_acr(self) -> str | None:
+        return None
+
+    def get_amr(self) -> list[str] | None:
+        return None
+
 
 class TokenFamily(Base):
     """Everything issued from one authorization (one code redemption): refresh tokens and the
@@ -92,6 +112,13 @@ class RefreshToken(Base):
     # Sliding (idle) expiry; the family's expires_at caps it.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Authlib's TokenMixin, as far as the refresh grant uses it.
+    def check_client(self, client: ClientMixin) -> bool:
+        return bool(self.client_id == client.get_client_id())
+
+    def get_scope(self) -> str:
+        return self.scope
 
 
 class IssuedAccessToken(Base):

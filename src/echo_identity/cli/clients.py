@@ -1,0 +1,166 @@
+"""``echo-identity clients``: register and manage OAuth clients."""
+
+from __future__ import annotations
+
+import click
+
+from echo_identity.audit.events import EventType
+from echo_identity.audit.service import record
+from echo_identity.cli.runtime import (
+    database_or_exit,
+    echo_error,
+    emit,
+    json_option,
+    settings_or_exit,
+)
+from echo_identity.errors import EchoError
+from echo_identity.idp.clients import GRANT_TYPES, ID_TOKEN_ALGORITHMS, ClientRegistry
+from echo_identity.idp.models import OAuthClient
+
+
+def _describe(client: OAuthClient) -> dict[str, object]:
+    return {
+        "client_id": client.client_id,
+        "name": client.name,
+        "public": client.public,
+        "redirect_uris": client.redirect_uris,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
+        "grant_types": client.grant_types,
+        "scope": client.scope,
+        "audiences": client.audiences,
+        "id_token_alg": client.id_token_alg,
+        "disabled": client.disabled,
+    }
+
+
+@click.group()
+def clients() -> None:
+    """Register and manage OAuth clients (relying parties and services)."""
+
+
+@clients.command()
+@click.option("--name", required=True, help="Shown to users on the consent page.")
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    help="Exact redirect URI (repeatable); https, or http on loopback.",
+)
+@click.option(
+    "--post-logout-redirect-uri",
+    "logout_uris",
+    multiple=True,
+    help="Where RP-initiated logout may send the user (repeatable).",
+)
+@click.option(
+    "--grant-type",
+    "grant_types",
+    multiple=True,
+    type=click.Choice(GRANT_TYPES),
+    help="Allowed grant (repeatable). Default: authorization_code and refresh_token, "
+    "or client_credentials when no redirect URI is given.",
+)
+@click.option(
+    "--scope",
+    default="openid profile email offline_access",
+    show_default=True,
+    help="Space-separated scopes the client may request.",
+)
+@click.option(
+    "--audience",
+    "audiences",
+    multiple=True,
+    help="Audience of its access tokens and the names it verifies tokens for "
+    "(repeatable; default: its client_id).",
+)
+@click.option("--public", is_flag=True, help="A public client (SPA, native app): no secret.")
+@click.option(
+    "--id-token-alg", type=click.Choice(ID_TOKEN_ALGORITHMS), default="RS256", show_default=True
+)
+@json_option
+def create(
+    name: str,
+    redirect_uris: tuple[str, ...],
+    logout_uris: tuple[str, ...],
+    grant_types: tuple[str, ...],
+    scope: str,
+    audiences: tuple[str, ...],
+    public: bool,
+    id_token_alg: str,
+    as_json: bool,
+) -> None:
+    """Register a client. Its secret is printed once and stored only as a keyed digest.
+
+    \b
+    Examples:
+      echo-identity clients create --name "Web app" --redirect-uri https://app.example/cb --json
+      echo-identity clients create --name "Billing service" --grant-type client_credentials \\
+          --scope "vault:read" --json
+    """
+    settings = settings_or_exit()
+    session = database_or_exit(settings).session()
+    grants = grant_types or (
+        ("authorization_code", "refresh_token") if redirect_uris else ("client_credentials",)
+    )
+    try:
+        registered = ClientRegistry(session, settings.secret_key_bytes()).create(
+            name,
+            redirect_uris=redirect_uris,
+            grant_types=grants,
+            scope=scope,
+            public=public,
+            post_logout_redirect_uris=logout_uris,
+            audiences=audiences,
+            id_token_alg=id_token_alg,
+        )
+    except EchoError as exc:
+        echo_error(exc, as_json=as_json)
+    record(session, EventType.CLIENT_CREATED, actor="cli", client_id=registered.client.client_id)
+    session.commit()
+    payload = {**_describe(registered.client), "client_id": registered.client.client_id}
+    if registered.client_secret is not None:
+        payload["client_secret"] = registered.client_secret
+    human = f"client_id     {registered.client.client_id}"
+    if registered.client_secret is not None:
+        human += f"\nclient_secret {registered.client_secret}   (shown once; store it now)"
+    emit(payload, human, as_json=as_json)
+
+
+@clients.command("list")
+@json_option
+def list_clients(as_json: bool) -> None:
+    """List registered clients (never their secrets)."""
+    settings = settings_or_exit()
+    rows = ClientRegistry(database_or_exit(settings).session(), settings.secret_key_bytes())
+    found = rows.list_clients()
+    lines = [
+        f"{c.client_id}\t{c.name}\t{','.join(c.grant_types)}" + ("\tdisabled" if c.disabled else "")
+        for c in found
+    ]
+    emit(
+        {"clients": [_describe(c) for c in found]},
+        "\n".join(lines) or "no clients",
+        as_json=as_json,
+    )
+
+
+@clients.command()
+@click.argument("client_id")
+@click.option("--enable", is_flag=True, help="Re-enable instead of disabling.")
+@json_option
+def disable(client_id: str, enable: bool, as_json: bool) -> None:
+    """Disable CLIENT_ID: it is refused at every endpoint from the next request on."""
+    settings = settings_or_exit()
+    session = database_or_exit(settings).session()
+    try:
+        row = ClientRegistry(session, settings.secret_key_bytes()).set_disabled(
+            client_id, not enable
+        )
+    except EchoError as exc:
+        echo_error(exc, as_json=as_json)
+    if not enable:
+        record(session, EventType.CLIENT_DISABLED, actor="cli", client_id=client_id)
+        session.commit()
+    emit(
+        _describe(row), f"client {client_id} {'enabled' if enable else 'disabled'}", as_json=as_json
+    )

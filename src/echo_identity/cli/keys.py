@@ -1,0 +1,95 @@
+"""``echo-identity keys``: JWS signing keys and their staged rotation."""
+
+from __future__ import annotations
+
+import click
+
+from echo_identity.audit.events import EventType
+from echo_identity.audit.service import record
+from echo_identity.cli.runtime import database_or_exit, emit, json_option, settings_or_exit
+from echo_identity.db import utcnow
+from echo_identity.idp.keys import ALGORITHMS, KeyInfo, SigningKeyStore
+from echo_identity.idp.provider import key_schedule, keyring_factory
+
+
+@click.group()
+def keys() -> None:
+    """Signing keys (RS256, ES256, EdDSA) published at /jwks."""
+
+
+@keys.command()
+@click.option(
+    "--alg",
+    "algorithms",
+    multiple=True,
+    type=click.Choice(ALGORITHMS),
+    help="Rotate only these algorithms (repeatable; default: all).",
+)
+@json_option
+def rotate(algorithms: tuple[str, ...], as_json: bool) -> None:
+    """Stage new signing keys: published now, signing after ECHO_KEY_PUBLISH_AHEAD seconds.
+
+    Old keys keep signing until then and stay published until their tokens expire; running
+    servers pick the change up within seconds, without a restart.
+    """
+    settings = settings_or_exit()
+    session = database_or_exit(settings).session()
+    store = SigningKeyStore(session, keyring_factory(settings)(session), key_schedule(settings))
+    created = store.rotate(algorithms or ALGORITHMS)
+    for row in created:
+        record(
+            session,
+            EventType.KEY_ROTATED,
+            actor="cli",
+            details={"kid": row.kid, "alg": row.alg, "activates_at": row.activates_at.isoformat()},
+        )
+    session.commit()
+    emit(
+        {
+            "created": [
+                {"kid": r.kid, "alg": r.alg, "activates_at": r.activates_at.isoformat()}
+                for r in created
+            ]
+        },
+        "\n".join(
+            f"{r.alg}\t{r.kid}\tsigns from {r.activates_at:%Y-%m-%d %H:%M:%S} UTC" for r in created
+        ),
+        as_json=as_json,
+    )
+
+
+@keys.command("list")
+@json_option
+def list_keys(as_json: bool) -> None:
+    """Show every stored key and whether it is pending, signing, published or retired."""
+    settings = settings_or_exit()
+    session = database_or_exit(settings).session()
+    schedule = key_schedule(settings)
+    rows = SigningKeyStore(session, keyring_factory(settings)(session), schedule).rows()
+    infos = [KeyInfo(r.kid, r.alg, r.created_at, r.activates_at) for r in rows]
+    now = utcnow()
+    published = {k.kid for k in schedule.published(infos, now)}
+    signing = {k.kid for alg in ALGORITHMS if (k := schedule.signing(infos, alg, now))}
+
+    def state(info: KeyInfo) -> str:
+        if info.kid in signing:
+            return "signing"
+        if info.activates_at > now:
+            return "pending"
+        return "published" if info.kid in published else "retired"
+
+    emit(
+        {
+            "keys": [
+                {
+                    "kid": k.kid,
+                    "alg": k.alg,
+                    "state": state(k),
+                    "activates_at": k.activates_at.isoformat(),
+                }
+                for k in infos
+            ]
+        },
+        "\n".join(f"{k.alg}\t{k.kid}\t{state(k)}" for k in infos) or "no keys",
+        as_json=as_json,
+    )

@@ -1,0 +1,88 @@
+"""Discovery (OpenID Connect Discovery 1.0, RFC 8414) and the JWK Set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify
+
+from echo_identity.idp.endpoints.blueprint import bp
+from echo_identity.idp.keys import ALGORITHMS
+from echo_identity.idp.provider import STANDARD_SCOPES
+from echo_identity.idp.provider_state import current_provider
+from echo_identity.idp.tokens import ACCESS_TOKEN_ALG
+
+
+def metadata() -> dict[str, Any]:
+    """Everything we support, and nothing we do not."""
+    base = current_provider().settings.issuer.rstrip("/")
+    issuer = current_provider().settings.issuer
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{base}/authorize",
+        "token_endpoint": f"{base}/token",
+        "userinfo_endpoint": f"{base}/userinfo",
+        "jwks_uri": f"{base}/jwks",
+        "revocation_endpoint": f"{base}/revoke",
+        "introspection_endpoint": f"{base}/introspect",
+        "end_session_endpoint": f"{base}/logout",
+        "scopes_supported": list(STANDARD_SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(ALGORITHMS),
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": [
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "at_hash",
+            "azp",
+            "preferred_username",
+            "updated_at",
+            "email",
+            "email_verified",
+        ],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "authorization_response_iss_parameter_supported": True,
+        "access_token_signing_alg_values_supported": [ACCESS_TOKEN_ALG],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+    }
+
+
+@bp.get("/.well-known/openid-configuration")
+def openid_configuration() -> Response:
+    return jsonify(metadata())
+
+
+@bp.get("/.well-known/oauth-authorization-server")
+def oauth_authorization_server() -> Response:
+    return jsonify(metadata())
+
+
+@bp.get("/jwks")
+def jwks() -> Response:
+    response = jsonify(current_provider().keys.jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response

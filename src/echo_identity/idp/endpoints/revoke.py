@@ -1,0 +1,60 @@
+"""/revoke — token revocation (RFC 7009) for access and refresh tokens.
+
+Revoking a refresh token revokes its whole family (RFC 7009 §2.1: the access tokens of the
+same grant go too). Revoking a JWT access token denies its jti at /verify and /introspect
+until it expires.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from flask import Response
+
+from echo_identity.audit.events import EventType
+from echo_identity.audit.service import record
+from echo_identity.db import request_session
+from echo_identity.idp.endpoints.blueprint import bp
+from echo_identity.idp.endpoints.presented import PresentedToken, find_presented_token
+from echo_identity.idp.provider_state import current_provider
+from echo_identity.idp.revocation import Revocations
+from echo_identity.web.context import request_context
+from echo_identity.web.csrf import csrf_exempt
+
+
+class EchoRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post", "none"]
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> PresentedToken | None:
+        return find_presented_token(
+            request_session(), current_provider().verifier, token_string, token_type_hint
+        )
+
+    def revoke_token(self, token: PresentedToken, request: OAuth2Request) -> None:
+        session = request_session()
+        revocations = Revocations(session)
+        if token.refresh is not None:
+            revocations.revoke_family(token.refresh.family_id, "revoked")
+        else:
+            revocations.revoke_access_token(token.claims["jti"], int(token.claims["exp"]))
+        record(
+            session,
+            EventType.TOKEN_REVOKED,
+            context=request_context(),
+            client_id=token.client_id,
+            subject=token.claims.get("sub"),
+            token=token.raw,
+            details={"token_type": token.kind},
+        )
+        session.commit()
+
+
+@bp.post("/revoke")
+@csrf_exempt
+def revoke() -> Response:
+    response: Response = (
+        current_provider().authorization_server().create_endpoint_response("revocation")
+    )
+    return response

@@ -1,0 +1,44 @@
+"""/test-token — development only: mint an access token without a flow.
+
+This module is imported and its route registered only when ``ECHO_DEV_MODE`` is on; in
+production the path does not exist (404), so it cannot be switched on by a request.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from echo_identity.db import request_session
+from echo_identity.errors import EchoError
+from echo_identity.idp.provider_state import current_provider
+from echo_identity.web.csrf import csrf_exempt
+
+bp = Blueprint("idp_dev", __name__)
+
+
+class UnknownTestClientError(EchoError):
+    code = "invalid_client"
+    status = 400
+    description = "Give the client_id of a registered, enabled client."
+
+
+@bp.post("/test-token")
+@csrf_exempt
+def test_token() -> Response:
+    provider = current_provider()
+    client = provider.registry(request_session()).active(request.form.get("client_id"))
+    if client is None:
+        raise UnknownTestClientError()
+    scope = client.get_allowed_scope(request.form.get("scope"))
+    access = provider.access_tokens.issue(
+        client_id=client.client_id,
+        subject=request.form.get("sub") or client.client_id,
+        audience=client.audiences,
+        scope=scope,
+    )
+    return jsonify(
+        access_token=access.token,
+        token_type="Bearer",  # noqa: S106
+        expires_in=provider.access_tokens.ttl,
+        scope=scope,
+    )

@@ -1,0 +1,72 @@
+"""/verify — strict access-token verification for services (client-authenticated POST).
+
+Answers ``{"active": true, ...claims}`` for a token that this issuer signed with an allowed
+algorithm, that is meant for the calling client (or one of its audiences), within its
+lifetime, and not revoked; otherwise 401 ``{"active": false, "error": <reason>}``.
+"""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from flask import Response, jsonify, request
+
+from echo_identity.audit.events import EventType
+from echo_identity.audit.service import record
+from echo_identity.db import request_session
+from echo_identity.idp.clients import AuthlibClient
+from echo_identity.idp.endpoints.blueprint import bp
+from echo_identity.idp.errors import InvalidTokenError
+from echo_identity.idp.provider_state import current_provider
+from echo_identity.idp.revocation import Revocations
+from echo_identity.web.context import request_context
+from echo_identity.web.csrf import csrf_exempt
+
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
+def _inactive(error: str, description: str) -> Response:
+    response = jsonify(active=False, error=error, error_description=description)
+    response.status_code = 401
+    return response
+
+
+@bp.post("/verify")
+@csrf_exempt
+def verify() -> Response:
+    server = current_provider().authorization_server()
+    try:
+        client: AuthlibClient = server.authenticate_client(
+            server.create_oauth2_request(request), CLIENT_AUTH_METHODS, "verify"
+        )
+    except OAuth2Error:
+        return _inactive("invalid_client", "Authenticate the calling client.")
+    token = request.form.get("token", "")
+    session = request_session()
+    try:
+        if not token:
+            raise InvalidTokenError("Send the token in the 'token' form field.", "invalid_request")
+        claims = current_provider().verifier.verify_access_token(token, client.identities())
+        if Revocations(session).is_access_token_revoked(claims["jti"]):
+            raise InvalidTokenError("The token has been revoked.", "token_revoked")
+    except InvalidTokenError as exc:
+        record(
+            session,
+            EventType.TOKEN_VERIFIED,
+            context=request_context(),
+            outcome="failure",
+            client_id=client.client_id,
+            token=token or None,
+            details={"error": exc.code},
+        )
+        session.commit()
+        return _inactive(exc.code, exc.description)
+    record(
+        session,
+        EventType.TOKEN_VERIFIED,
+        context=request_context(),
+        client_id=client.client_id,
+        subject=claims.get("sub"),
+        token=token,
+    )
+    session.commit()
+    return jsonify(active=True, **claims)

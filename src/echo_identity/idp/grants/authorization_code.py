@@ -1,0 +1,182 @@
+"""Authorization code grant (RFC 6749 §4.1) with mandatory S256 PKCE and OIDC ID tokens.
+
+Codes are random, stored as digests, single-use and short-lived. A second redemption is
+refused with ``invalid_grant`` and revokes every token the first redemption produced
+(RFC 6749 §4.1.2, RFC 9700 §4.5).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from authlib.oauth2.rfc6749 import OAuth2Request, grants
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core import grants as oidc_grants
+from authlib.oidc.core.grants.util import create_half_hash
+from sqlalchemy import select, update
+
+from echo_identity.accounts.models import User
+from echo_identity.audit.events import EventType, Severity
+from echo_identity.audit.service import record
+from echo_identity.crypto.digests import lookup_digest
+from echo_identity.db import request_session, utcnow
+from echo_identity.idp.clients import AuthlibClient
+from echo_identity.idp.models import AuthorizationCode
+from echo_identity.idp.owner import ResourceOwner
+from echo_identity.idp.provider_state import current_provider
+from echo_identity.idp.revocation import Revocations
+from echo_identity.idp.tokens import sign_id_token
+from echo_identity.idp.userinfo import user_claims
+from echo_identity.web.context import request_context
+
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = CLIENT_AUTH_METHODS
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        provider = current_provider()
+        owner: ResourceOwner = request.user
+        now = utcnow()
+        session = request_session()
+        session.add(
+            AuthorizationCode(
+                code_digest=lookup_digest(code),
+                client_id=request.client.get_client_id(),
+                user_id=owner.user.id,
+                redirect_uri=request.payload.redirect_uri
+                or request.client.get_default_redirect_uri(),
+                scope=request.scope,
+                nonce=request.payload.data.get("nonce"),
+                code_challenge=request.payload.data["code_challenge"],
+                code_challenge_method=request.payload.data["code_challenge_method"],
+                auth_time=(
+                    now if owner.auth_time is None else datetime.fromtimestamp(owner.auth_time, UTC)
+                ),
+                created_at=now,
+                expires_at=now + timedelta(seconds=provider.settings.auth_code_ttl),
+            )
+        )
+        record(
+            session,
+            EventType.CODE_ISSUED,
+            context=request_context(),
+            client_id=request.client.get_client_id(),
+            subject=owner.user.sub,
+            token=code,
+        )
+        session.commit()
+
+    def query_authorization_code(
+        self, code: str, client: AuthlibClient
+    ) -> AuthorizationCode | None:
+        """The unexpired, unredeemed code of this client, claimed atomically; else ``None``.
+
+        A code presented again after redemption revokes the tokens it produced.
+        """
+        session = request_session()
+        row = session.scalar(
+            select(AuthorizationCode).where(AuthorizationCode.code_digest == lookup_digest(code))
+        )
+        if row is None or row.client_id != client.get_client_id():
+            return None
+        if row.redeemed_at is not None:
+            self._revoke_reused(row, code)
+            return None
+        if row.expires_at <= utcnow():
+            return None
+        claimed = session.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == row.id, AuthorizationCode.redeemed_at.is_(None))
+            .values(redeemed_at=utcnow())
+        )
+        session.commit()
+        if not claimed.rowcount:  # type: ignore[attr-defined]
+            session.refresh(row)  # a concurrent request redeemed it first
+            self._revoke_reused(row, code)
+            return None
+        return row
+
+    def _revoke_reused(self, row: AuthorizationCode, code: str) -> None:
+        session = request_session()
+        if row.family_id:
+            Revocations(session).revoke_family(row.family_id, "code_reuse")
+        record(
+            session,
+            EventType.CODE_REUSE_DETECTED,
+            context=request_context(),
+            outcome="failure",
+            severity=Severity.HIGH,
+            client_id=row.client_id,
+            token=code,
+            details={"family_id": row.family_id},
+        )
+        session.commit()
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Nothing to do: the row was claimed on lookup and is kept to recognise reuse."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> ResourceOwner | None:
+        user = request_session().get(User, authorization_code.user_id)
+        if user is None or user.disabled:
+            return None
+        return ResourceOwner(user, authorization_code.get_auth_time())
+
+
+class StrictCodeChallenge(CodeChallenge):  # type: ignore[misc]
+    """PKCE for every client (confidential ones too), and only ``S256`` (RFC 9700 §2.1.1)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD: ClassVar[list[str]] = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: grants.BaseGrant, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: send code_challenge (S256).")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("Only code_challenge_method=S256 is supported.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant: grants.BaseGrant, result: Any) -> None:
+        if not grant.request.form.get("code_verifier"):
+            raise InvalidRequestError("Missing 'code_verifier'.")
+        super().validate_code_verifier(grant, result)
+
+
+class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
+    """ID tokens for the code flow, signed with the client's registered algorithm."""
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        found = request_session().scalar(
+            select(AuthorizationCode.id).where(
+                AuthorizationCode.client_id == request.payload.client_id,
+                AuthorizationCode.nonce == nonce,
+            )
+        )
+        return found is not None
+
+    def generate_user_info(self, user: ResourceOwner, scope: str) -> dict[str, Any]:
+        return user_claims(user.user, scope)
+
+    def encode_id_token(self, token: dict[str, Any], request: OAuth2Request) -> str:
+        provider = current_provider()
+        client: AuthlibClient = request.client
+        alg = client.id_token_signed_response_alg
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": provider.settings.issuer,
+            "aud": client.get_client_id(),
+            "azp": client.get_client_id(),
+            "iat": now,
+            "exp": now + provider.settings.id_token_ttl,
+        }
+        claims.update(self.get_authorization_code_claims(request.authorization_code))
+        at_hash = create_half_hash(token["access_token"], alg)
+        if at_hash is not None:
+            claims["at_hash"] = at_hash.decode()
+        claims.update(self.generate_user_info(request.user, token["scope"]))
+        return sign_id_token(provider.keys, alg, claims)

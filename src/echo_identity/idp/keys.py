@@ -1,0 +1,242 @@
+"""JWS signing keys: generation, encrypted storage, staged rotation and the published JWKS.
+
+Rotation is staged so that no relying party ever sees a token signed by a key it cannot find:
+
+1. ``echo-identity keys rotate`` creates a key per algorithm that is *published* at once and
+   *activates* (starts signing) ``ECHO_KEY_PUBLISH_AHEAD`` seconds later;
+2. the previous key signs until then, and stays published until every token it signed has
+   expired (``retention``: the longest token lifetime plus clock leeway);
+3. every worker process reloads the key table at most every ``RELOAD_SECONDS`` (the publish-ahead
+   minimum is larger), so no restart is needed.
+
+:class:`KeySchedule` is the pure rule; :class:`SigningKeyStore` the database side;
+:class:`SigningKeys` the per-process cache the token code uses.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from joserfc.jwk import ECKey, OKPKey, RSAKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from echo_identity.db import Database, utcnow
+from echo_identity.idp.models import SigningKey
+from echo_identity.vault.keyring import Keyring
+
+ALGORITHMS = ("RS256", "ES256", "EdDSA")
+SYSTEM_OWNER = "system"
+RELOAD_SECONDS = 5.0
+JWTKey = RSAKey | ECKey | OKPKey
+
+
+@contextmanager
+def eddsa_allowed() -> Iterator[None]:
+    """Silence joserfc's deprecation notice for ``EdDSA`` (RFC 9864 prefers ``Ed25519``).
+
+    We sign with the name ``EdDSA`` because relying-party libraries widely understand it
+    and few understand ``Ed25519`` yet; the signature (Ed25519) is the same.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="EdDSA is deprecated")
+        yield
+
+
+def generate_key(alg: str) -> JWTKey:
+    """A fresh private key for ``alg``; raises ``ValueError`` for an unsupported one."""
+    if alg == "RS256":
+        return RSAKey.generate_key(2048, private=True)
+    if alg == "ES256":
+        return ECKey.generate_key("P-256", private=True)
+    if alg == "EdDSA":
+        return OKPKey.generate_key("Ed25519", private=True)
+    raise ValueError(f"unsupported signing algorithm {alg!r}; use one of {', '.join(ALGORITHMS)}")
+
+
+def _private_key_context(kid: str) -> str:
+    return f"signing_key:{kid}:private_key"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    kid: str
+    alg: str
+    created_at: datetime
+    activates_at: datetime
+
+
+@dataclass(frozen=True)
+class KeySchedule:
+    """Which key signs and which keys are published at a given time (pure)."""
+
+    publish_ahead: timedelta
+    retention: timedelta
+
+    def signing(self, keys: Sequence[KeyInfo], alg: str, now: datetime) -> KeyInfo | None:
+        """The newest key of ``alg`` that has activated, or ``None``."""
+        active = [k for k in keys if k.alg == alg and k.activates_at <= now]
+        return max(active, key=lambda k: (k.activates_at, k.created_at), default=None)
+
+    def published(self, keys: Sequence[KeyInfo], now: datetime) -> list[KeyInfo]:
+        """Pending keys, signing keys, and superseded keys whose tokens may still be valid."""
+        result = []
+        for alg in {k.alg for k in keys}:
+            ordered = sorted(
+                (k for k in keys if k.alg == alg), key=lambda k: (k.activates_at, k.created_at)
+            )
+            for index, key in enumerate(ordered):
+                successors = [k for k in ordered[index + 1 :] if k.activates_at <= now]
+                if not successors:
+                    result.append(key)  # pending or currently signing
+                    continue
+                superseded_at = successors[0].activates_at
+                if superseded_at + self.retention > now:
+                    result.append(key)
+        return sorted(result, key=lambda k: (k.alg, k.activates_at))
+
+
+def _info(row: SigningKey) -> KeyInfo:
+    return KeyInfo(row.kid, row.alg, row.created_at, row.activates_at)
+
+
+class SigningKeyStore:
+    """Signing keys in the database; private halves encrypted with the system DEK."""
+
+    def __init__(self, session: Session, keyring: Keyring, schedule: KeySchedule) -> None:
+        self._session = session
+        self._keyring = keyring
+        self._schedule = schedule
+
+    def rows(self) -> list[SigningKey]:
+        return list(self._session.scalars(select(SigningKey).order_by(SigningKey.created_at)))
+
+    def create(self, alg: str, activates_at: datetime) -> SigningKey:
+        """Generate, encrypt and add a key (flushed; the caller commits)."""
+        key = generate_key(alg)
+        kid = key.thumbprint()
+        public = {**key.as_dict(private=False), "kid": kid, "alg": alg, "use": "sig"}
+        row = SigningKey(
+            kid=kid,
+            alg=alg,
+            public_jwk={k: str(v) for k, v in public.items()},
+            private_key_ciphertext=self._keyring.encrypt(
+                SYSTEM_OWNER, key.as_pem(private=True), _private_key_context(kid)
+            ),
+            created_at=utcnow(),
+            activates_at=activates_at,
+        )
+        self._session.add(row)
+        self._session.flush()
+        return row
+
+    def ensure(self) -> list[SigningKey]:
+        """Create an immediately active key for every algorithm that has none; commits."""
+        present = {row.alg for row in self.rows()}
+        now = utcnow()
+        created = [self.create(alg, now) for alg in ALGORITHMS if alg not in present]
+        self._session.commit()
+        return created
+
+    def rotate(self, algorithms: Sequence[str] = ALGORITHMS) -> list[SigningKey]:
+        """Stage a new key per algorithm and drop keys no longer published; commits."""
+        now = utcnow()
+        created = [self.create(alg, now + self._schedule.publish_ahead) for alg in algorithms]
+        published = {k.kid for k in self._schedule.published([_info(r) for r in self.rows()], now)}
+        for row in self.rows():
+            if row.kid not in published:
+                self._session.delete(row)
+        self._session.commit()
+        return created
+
+    def load_private(self, row: SigningKey) -> JWTKey:
+        """Decrypt a private key; raises ``DecryptionError`` when the ciphertext is not ours."""
+        pem = self._keyring.decrypt(row.private_key_ciphertext, _private_key_context(row.kid))
+        key: JWTKey = _KEY_CLASSES[row.alg].import_key(pem, {"kid": row.kid, "alg": row.alg})
+        return key
+
+
+_KEY_CLASSES: dict[str, type[RSAKey] | type[ECKey] | type[OKPKey]] = {
+    "RS256": RSAKey,
+    "ES256": ECKey,
+    "EdDSA": OKPKey,
+}
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    kid: str
+    alg: str
+    key: JWTKey
+
+
+class SigningKeys:
+    """Per-process view of the signing keys, reloaded from the database every few seconds.
+
+    Thread-safe; private keys are decrypted once per process and kept in memory only.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        keyring_for: Callable[[Session], Keyring],
+        schedule: KeySchedule,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._database = database
+        self._keyring_for = keyring_for
+        self.schedule = schedule
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._loaded_at = float("-inf")
+        self._infos: list[KeyInfo] = []
+        self._keys: dict[str, LoadedKey] = {}
+        self._public: dict[str, dict[str, str]] = {}
+
+    def _refresh(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._loaded_at < RELOAD_SECONDS:
+            return
+        with self._lock:
+            if not force and time.monotonic() - self._loaded_at < RELOAD_SECONDS:
+                return
+            with self._database.session() as session:
+                store = SigningKeyStore(session, self._keyring_for(session), self.schedule)
+                rows = store.rows()
+                for row in rows:
+                    if row.kid not in self._keys:
+                        self._keys[row.kid] = LoadedKey(row.kid, row.alg, store.load_private(row))
+                self._public = {row.kid: dict(row.public_jwk) for row in rows}
+                self._infos = [_info(row) for row in rows]
+            self._loaded_at = time.monotonic()
+
+    def signing_key(self, alg: str) -> LoadedKey:
+        """The key that signs ``alg`` now; raises ``LookupError`` when there is none."""
+        self._refresh()
+        info = self.schedule.signing(self._infos, alg, self._clock())
+        if info is None:
+            self._refresh(force=True)
+            info = self.schedule.signing(self._infos, alg, self._clock())
+        if info is None:
+            raise LookupError(f"no active {alg} signing key; run: echo-identity keys rotate")
+        return self._keys[info.kid]
+
+    def verification_key(self, kid: str) -> LoadedKey | None:
+        """The published key ``kid`` (reloading once for a kid not seen yet), or ``None``."""
+        self._refresh()
+        if kid not in self._public:
+            self._refresh(force=True)
+        published = {k.kid for k in self.schedule.published(self._infos, self._clock())}
+        return self._keys.get(kid) if kid in published else None
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWK Set: pending, signing and still-needed superseded keys."""
+        self._refresh()
+        published = self.schedule.published(self._infos, self._clock())
+        return {"keys": [self._public[k.kid] for k in published]}

@@ -1,0 +1,44 @@
+"""Revocation state of tokens: token families, single access tokens (by jti)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from echo_identity.db import utcnow
+from echo_identity.idp.models import IssuedAccessToken, RevokedAccessToken, TokenFamily
+
+
+class Revocations:
+    """Reads and records revocations in one database session (the caller commits)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def is_access_token_revoked(self, jti: str) -> bool:
+        """True when the jti was revoked itself or belongs to a revoked token family."""
+        if self._session.get(RevokedAccessToken, jti) is not None:
+            return True
+        family_revoked = self._session.scalar(
+            select(TokenFamily.revoked_at)
+            .join(IssuedAccessToken, IssuedAccessToken.family_id == TokenFamily.id)
+            .where(IssuedAccessToken.jti == jti)
+        )
+        return family_revoked is not None
+
+    def revoke_access_token(self, jti: str, expires_at: int) -> None:
+        if self._session.get(RevokedAccessToken, jti) is None:
+            self._session.add(
+                RevokedAccessToken(jti=jti, expires_at=datetime.fromtimestamp(expires_at, UTC))
+            )
+
+    def revoke_family(self, family_id: str, reason: str) -> bool:
+        """Revoke every token of the family; False when it was already revoked."""
+        result = self._session.execute(
+            update(TokenFamily)
+            .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason=reason)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

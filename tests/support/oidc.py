@@ -1,0 +1,150 @@
+"""A relying party built on Authlib's OAuth 2.0 client, for driving the provider like a real app."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.oidc.core import CodeIDToken
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from tests.support.browser import Browser, csrf_token
+from tests.support.server import LiveServer, run_cli
+
+REDIRECT_URI = "http://127.0.0.1:9/callback"  # never served: tests read the redirect
+LOGOUT_URI = "http://127.0.0.1:9/signed-out"
+
+
+@dataclass
+class RegisteredClient:
+    client_id: str
+    client_secret: str | None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def register_client(server: LiveServer, *args: str) -> RegisteredClient:
+    """``echo-identity clients create ARGS --json`` on the server's database."""
+    result = run_cli(server.env, "clients", "create", *args, "--json")
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    return RegisteredClient(created["client_id"], created.get("client_secret"), created)
+
+
+def web_client(server: LiveServer, *extra: str) -> RegisteredClient:
+    return register_client(
+        server,
+        "--name",
+        "Test RP",
+        "--redirect-uri",
+        REDIRECT_URI,
+        "--post-logout-redirect-uri",
+        LOGOUT_URI,
+        *extra,
+    )
+
+
+def discovery(server: LiveServer) -> dict[str, Any]:
+    metadata: dict[str, Any] = httpx.get(
+        f"{server.base_url}/.well-known/openid-configuration"
+    ).json()
+    return metadata
+
+
+def query_of(location: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+class RelyingParty:
+    """One application's view: Authlib OAuth2Client plus ID-token validation against /jwks."""
+
+    def __init__(self, server: LiveServer, client: RegisteredClient, scope: str) -> None:
+        self.server = server
+        self.client = client
+        self.metadata = discovery(server)
+        self.oauth = OAuth2Session(
+            client_id=client.client_id,
+            client_secret=client.client_secret,
+            token_endpoint_auth_method="client_secret_basic" if client.client_secret else "none",
+            scope=scope,
+            redirect_uri=REDIRECT_URI,
+            code_challenge_method="S256",
+        )
+        self.code_verifier = secrets.token_urlsafe(48)
+        self.nonce = secrets.token_urlsafe(16)
+        self.state = ""
+
+    def close(self) -> None:
+        self.oauth.close()
+
+    def authorization_url(self, **params: str) -> str:
+        url, self.state = self.oauth.create_authorization_url(
+            self.metadata["authorization_endpoint"],
+            code_verifier=self.code_verifier,
+            nonce=self.nonce,
+            **params,
+        )
+        return str(url)
+
+    def browser_path(self, url: str) -> str:
+        return url.removeprefix(self.server.base_url)
+
+    def authorize(self, browser: Browser, **params: str) -> str:
+        """Run the front channel in ``browser`` (already signed in), consenting if asked.
+
+        Returns the redirect back to the client (its Location header).
+        """
+        response = browser.get(self.browser_path(self.authorization_url(**params)))
+        if response.status_code == 200 and 'name="decision"' in response.text:
+            form = _hidden_fields(response.text)
+            response = browser.post("/authorize", {**form, "decision": "allow"})
+        assert response.status_code == 302, response.text
+        location: str = response.headers["location"]
+        return location
+
+    def fetch_token(self, location: str) -> dict[str, Any]:
+        token: dict[str, Any] = self.oauth.fetch_token(
+            self.metadata["token_endpoint"],
+            authorization_response=location,
+            code_verifier=self.code_verifier,
+        )
+        return token
+
+    def jwks(self) -> KeySet:
+        return KeySet.import_key_set(httpx.get(self.metadata["jwks_uri"]).json())
+
+    def validate_id_token(self, token: dict[str, Any]) -> dict[str, Any]:
+        """Verify the ID token's signature with the published JWKS and its OIDC claims."""
+        decoded = jwt.decode(
+            token["id_token"],
+            self.jwks(),
+            algorithms=self.metadata["id_token_signing_alg_values_supported"],
+        )
+        claims = CodeIDToken(
+            decoded.claims,
+            decoded.header,
+            options={"iss": {"values": [self.metadata["issuer"]]}},
+            params={
+                "nonce": self.nonce,
+                "client_id": self.client.client_id,
+                "access_token": token["access_token"],
+            },
+        )
+        claims.validate(leeway=5)
+        return dict(decoded.claims)
+
+
+def _hidden_fields(html: str) -> dict[str, str]:
+    import re
+
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+    fields["csrf_token"] = csrf_token(html)
+    return {
+        k: v.replace("&amp;", "&").replace("&#34;", '"').replace("&#39;", "'")
+        for k, v in fields.items()
+    }
