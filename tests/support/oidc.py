@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +103,7 @@ class RelyingParty:
         """
         response = browser.get(self.browser_path(self.authorization_url(**params)))
         if response.status_code == 200 and 'name="decision"' in response.text:
-            form = _hidden_fields(response.text)
+            form = hidden_fields(response.text)
             response = browser.post("/authorize", {**form, "decision": "allow"})
         assert response.status_code == 302, response.text
         location: str = response.headers["location"]
@@ -139,12 +141,64 @@ class RelyingParty:
         return dict(decoded.claims)
 
 
-def _hidden_fields(html: str) -> dict[str, str]:
-    import re
-
+def hidden_fields(html: str) -> dict[str, str]:
+    """The hidden inputs of a form page (the consent page), HTML entities undone."""
     fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
     fields["csrf_token"] = csrf_token(html)
     return {
         k: v.replace("&amp;", "&").replace("&#34;", '"').replace("&#39;", "'")
         for k, v in fields.items()
     }
+
+
+def sign_as_server(
+    server: LiveServer,
+    claims: dict[str, Any],
+    header: dict[str, Any] | None = None,
+    alg: str = "ES256",
+) -> str:
+    """Sign ``claims`` with the server's current key, to forge tokens with chosen claims."""
+    from echo_identity.db import Database
+    from echo_identity.idp.keys import SigningKeys
+    from echo_identity.idp.provider import key_schedule, keyring_factory
+    from tests.support.environment import settings_for
+
+    settings = settings_for(server.env)
+    database = Database(settings.database_url)
+    try:
+        key = SigningKeys(database, keyring_factory(settings), key_schedule(settings)).signing_key(
+            alg
+        )
+        token: str = jwt.encode(
+            {"alg": alg, "kid": key.kid, "typ": "at+jwt", **(header or {})},
+            claims,
+            key.key,
+            algorithms=[alg],
+        )
+        return token
+    finally:
+        database.dispose()
+
+
+def service_client(server: LiveServer, *extra: str) -> RegisteredClient:
+    return register_client(
+        server,
+        "--name",
+        "Service",
+        "--grant-type",
+        "client_credentials",
+        "--scope",
+        "api:read",
+        *extra,
+    )
+
+
+def client_credentials_token(server: LiveServer, client: RegisteredClient) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.base_url}/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client.client_id, client.client_secret or ""),
+    )
+    assert response.status_code == 200, response.text
+    token: dict[str, Any] = response.json()
+    return token

@@ -1,0 +1,83 @@
+// node-oidc-provider configured as the peer of Echo Identity's token endpoint benchmark.
+//
+// One confidential client allowed only client_credentials; every token is an RFC 9068 JWT
+// access token signed ES256 for one resource server, like Echo's. Default in-memory adapter,
+// loopback http. Started by benchmarks/token_endpoint.py with NODE_PATH-free resolution: run it
+// from the folder where `npm install oidc-provider` was done (see package.json beside this file).
+//
+//   BENCH_ISSUER=https://bench.example.test BENCH_PORT=9100 \
+//   BENCH_CLIENT_ID=bench BENCH_CLIENT_SECRET=... [BENCH_CLUSTER=2] node provider.mjs
+import cluster from 'node:cluster';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+
+import Provider from 'oidc-provider';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+
+const issuer = env('BENCH_ISSUER');
+const port = Number(env('BENCH_PORT'));
+const processes = Number(process.env.BENCH_CLUSTER || '1');
+const resource = 'https://api.example';
+
+// Every cluster worker must sign with the same key: the primary makes it, workers read it.
+function signingJwk() {
+  if (process.env.BENCH_JWK_FILE && cluster.isWorker) {
+    return JSON.parse(readFileSync(process.env.BENCH_JWK_FILE, 'utf8'));
+  }
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'bench-es256', alg: 'ES256', use: 'sig' };
+  if (process.env.BENCH_JWK_FILE) writeFileSync(process.env.BENCH_JWK_FILE, JSON.stringify(jwk), { mode: 0o600 });
+  return jwk;
+}
+
+function serve(jwk) {
+  const provider = new Provider(issuer, {
+    clients: [{
+      client_id: env('BENCH_CLIENT_ID'),
+      client_secret: env('BENCH_CLIENT_SECRET'),
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      // Only an EC key is configured, so the (unused) ID token algorithm must be one it can sign.
+      id_token_signed_response_alg: 'ES256',
+    }],
+    jwks: { keys: [jwk] },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async () => resource,
+        useGrantedResource: async () => true,
+        getResourceServerInfo: async () => ({
+          scope: 'api:read',
+          audience: resource,
+          accessTokenTTL: 600,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'ES256' } },
+        }),
+      },
+    },
+    ttl: { ClientCredentials: 600 },
+  });
+  // Loopback http stands in for the TLS-terminating proxy a deployment would have.
+  provider.proxy = true;
+  provider.listen(port, '127.0.0.1');
+}
+
+if (processes > 1 && cluster.isPrimary) {
+  signingJwk();
+  for (let i = 0; i < processes; i += 1) cluster.fork();
+  cluster.on('exit', (worker, code) => {
+    console.error(`worker ${worker.process.pid} exited with ${code}`);
+    process.exit(1);
+  });
+} else {
+  serve(signingJwk());
+}
