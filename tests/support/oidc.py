@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import html as html_lib
+import html
 import json
 import re
 import secrets
@@ -141,14 +141,11 @@ class RelyingParty:
         return dict(decoded.claims)
 
 
-def hidden_fields(html: str) -> dict[str, str]:
+def hidden_fields(page: str) -> dict[str, str]:
     """The hidden inputs of a form page (the consent page), HTML entities undone."""
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
-    fields["csrf_token"] = csrf_token(html)
-    return {
-        k: v.replace("&amp;", "&").replace("&#34;", '"').replace("&#39;", "'")
-        for k, v in fields.items()
-    }
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    fields["csrf_token"] = csrf_token(page)
+    return {k: html.unescape(v) for k, v in fields.items()}
 
 
 def sign_as_server(

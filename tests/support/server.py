@@ -72,7 +72,9 @@ class LiveServer:
             self.process.wait()
 
 
-def start_server(env: dict[str, str], log_path: Path, *, migrate: bool = True) -> LiveServer:
+def start_server(
+    env: dict[str, str], log_path: Path, *, migrate: bool = True, workers: int = 1
+) -> LiveServer:
     """Migrate the database, start ``echo-identity serve`` and wait until /readyz answers.
 
     A development server without an explicit ``ECHO_ISSUER`` gets its own URL as issuer.
@@ -84,7 +86,16 @@ def start_server(env: dict[str, str], log_path: Path, *, migrate: bool = True) -
         assert result.returncode == 0, result.stderr
     with log_path.open("wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(
-            [str(BIN / "echo-identity"), "serve", "--port", str(port), "--threads", "4"],
+            [
+                str(BIN / "echo-identity"),
+                "serve",
+                "--port",
+                str(port),
+                "--threads",
+                "4",
+                "--workers",
+                str(workers),
+            ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=process_environment(env),

@@ -9,7 +9,11 @@ from echo_identity.accounts.current import account_service, current_user, login_
 from echo_identity.accounts.errors import InvalidCredentialsError
 from echo_identity.accounts.session_cookie import current_session
 from echo_identity.accounts.sessions import SessionStore
+from echo_identity.audit.events import EventType
+from echo_identity.audit.service import record
+from echo_identity.db import request_session
 from echo_identity.logs import get_logger
+from echo_identity.web.context import request_context
 from echo_identity.web.rate_limits import limiter, login_limit
 from echo_identity.web.redirects import safe_next
 
@@ -40,6 +44,15 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
     try:
         user = account_service().authenticate(username, request.form.get("password", ""))
     except InvalidCredentialsError as exc:
+        session = request_session()
+        record(
+            session,
+            EventType.LOGIN_FAILURE,
+            context=request_context(),
+            outcome="failure",
+            details={"username": username[:64]},
+        )
+        session.commit()
         log.info("login_failed", reason=exc.code)
         page = render_template(
             "accounts/login.html",
@@ -49,6 +62,9 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
         )
         return page, exc.status
     current_session().start_login(user.id)
+    session = request_session()
+    record(session, EventType.LOGIN_SUCCESS, context=request_context(), subject=user.sub)
+    session.commit()
     log.info("login_succeeded", user_sub=user.sub)
     return redirect(next_url)
 

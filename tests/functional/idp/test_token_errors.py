@@ -110,7 +110,7 @@ def test_reused_refresh_token_revokes_the_whole_family(
     legit = _token_request(rp, grant_type="refresh_token", refresh_token=third["refresh_token"])
     assert legit.status_code == 400
     events = _events(database, "oauth.token.reuse_detected", rp.client.client_id)
-    assert events and events[0].severity == "high"
+    assert [e.severity for e in events] == ["high"]
     assert events[0].token_fingerprint is not None
     assert first["refresh_token"] not in str(events[0].details)
 
@@ -189,7 +189,8 @@ def test_wrong_client_secret_is_refused_and_audited(rp: RelyingParty, database: 
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
     failures = _events(database, "oauth.token.failed", rp.client.client_id)
-    assert failures and failures[-1].details["error"] == "invalid_client"
+    assert failures
+    assert failures[-1].details["error"] == "invalid_client"
 
 
 def test_disabled_client_is_refused_at_token_and_introspect(
