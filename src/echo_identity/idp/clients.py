@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -28,6 +29,13 @@ _LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "localhost"}
 class RegisteredClient:
     client: OAuthClient
     client_secret: str | None  # shown once; None for public clients
+
+
+def new_client_id() -> str:
+    """24 random letters and digits (~143 bits): safe in URLs, shells and command lines
+    (a leading ``-`` from base64url would read as an option)."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(24))
 
 
 def check_redirect_uri(uri: str) -> str:
@@ -84,7 +92,7 @@ class ClientRegistry:
             raise InvalidClientMetadataError("Audiences are 1-200 characters.")
         secret = None if public else secrets.token_urlsafe(32)
         client = OAuthClient(
-            client_id=secrets.token_urlsafe(16),
+            client_id=new_client_id(),
             name=name,
             secret_digest=keyed_digest(self._digest_key, secret) if secret else None,
             redirect_uris=uris,

@@ -19,7 +19,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         "client_secret_post",
     ]
 
-    @hooked  # type: ignore[misc]
+    @hooked  # type: ignore[untyped-decorator]
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         requested = self.request.payload.scope
         scope = self.client.get_allowed_scope(requested)
