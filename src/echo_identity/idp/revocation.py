@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from echo_identity.db import utcnow
-from echo_identity.idp.models import IssuedAccessToken, RevokedAccessToken, TokenFamily
+from echo_identity.idp.errors import InvalidTokenError
+from echo_identity.idp.models import (
+    IssuedAccessToken,
+    OAuthClient,
+    RevokedAccessToken,
+    TokenFamily,
+)
 
 
 class Revocations:
@@ -27,6 +34,20 @@ class Revocations:
             .where(IssuedAccessToken.jti == jti)
         )
         return family_revoked is not None
+
+    def access_token_problem(self, claims: dict[str, Any]) -> InvalidTokenError | None:
+        """Why a correctly signed access token must still be refused, or ``None``.
+
+        Revoked (itself or its family), or minted for a client that has since been disabled.
+        """
+        if self.is_access_token_revoked(str(claims["jti"])):
+            return InvalidTokenError("The token has been revoked.", "token_revoked")
+        disabled = self._session.scalar(
+            select(OAuthClient.disabled).where(OAuthClient.client_id == claims["client_id"])
+        )
+        if disabled is None or disabled:
+            return InvalidTokenError("The token's client is disabled.", "client_disabled")
+        return None
 
     def revoke_access_token(self, jti: str, expires_at: int) -> None:
         if self._session.get(RevokedAccessToken, jti) is None:

@@ -115,7 +115,10 @@ def test_token_within_clock_leeway_is_accepted(
     dev_server: LiveServer, caller: RegisteredClient
 ) -> None:
     now = int(time.time())
-    token = sign_as_server(dev_server, _claims(dev_server, exp=now - 5, jti="leeway"))
+    client_id = service_client(dev_server).client_id
+    token = sign_as_server(
+        dev_server, _claims(dev_server, exp=now - 5, jti="leeway", client_id=client_id)
+    )
     assert _verify(dev_server, caller, token).json()["active"] is True
 
 
@@ -188,3 +191,19 @@ def test_unauthenticated_or_disabled_caller_is_refused(
     assert anonymous.json()["error"] == "invalid_client"
     assert run_cli(dev_server.env, "clients", "disable", caller.client_id).returncode == 0
     assert _verify(dev_server, caller, minted["access_token"]).json()["error"] == "invalid_client"
+
+
+def test_tokens_of_a_disabled_client_are_refused(
+    dev_server: LiveServer, caller: RegisteredClient
+) -> None:
+    client = service_client(dev_server, "--audience", "api://orders")
+    token = client_credentials_token(dev_server, client)["access_token"]
+    assert _verify(dev_server, caller, token).json()["active"] is True
+    assert run_cli(dev_server.env, "clients", "disable", client.client_id).returncode == 0
+    assert _verify(dev_server, caller, token).json()["error"] == "client_disabled"
+    revoke = httpx.post(
+        f"{dev_server.base_url}/revoke",
+        data={"token": token},
+        auth=(client.client_id, client.client_secret or ""),
+    )
+    assert revoke.status_code == 401  # the disabled client cannot even authenticate

@@ -55,7 +55,7 @@ def find_presented_token(
             claims = verifier.verify_access_token(raw)
         except InvalidTokenError:
             return None
-        active = not Revocations(session).is_access_token_revoked(claims["jti"])
+        active = Revocations(session).access_token_problem(claims) is None
         return PresentedToken(
             "access_token",
             raw,

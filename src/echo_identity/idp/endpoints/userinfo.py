@@ -41,8 +41,9 @@ def userinfo() -> Response:
         claims = current_provider().verifier.verify_access_token(token)
     except InvalidTokenError as exc:
         return bearer_error("invalid_token", exc.description)
-    if Revocations(session).is_access_token_revoked(claims["jti"]):
-        return bearer_error("invalid_token", "The token has been revoked.")
+    problem = Revocations(session).access_token_problem(claims)
+    if problem is not None:
+        return bearer_error("invalid_token", problem.description)
     if "openid" not in str(claims.get("scope", "")).split():
         return bearer_error("insufficient_scope", "The token lacks the openid scope.", 403)
     user = session.scalar(select(User).where(User.sub == claims["sub"]))

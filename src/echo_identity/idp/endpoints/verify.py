@@ -46,8 +46,9 @@ def verify() -> Response:
         if not token:
             raise InvalidTokenError("Send the token in the 'token' form field.", "invalid_request")
         claims = current_provider().verifier.verify_access_token(token, client.identities())
-        if Revocations(session).is_access_token_revoked(claims["jti"]):
-            raise InvalidTokenError("The token has been revoked.", "token_revoked")
+        problem = Revocations(session).access_token_problem(claims)
+        if problem is not None:
+            raise problem
     except InvalidTokenError as exc:
         record(
             session,
