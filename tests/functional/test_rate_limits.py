@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+
 from tests.factories import create_user
 from tests.support.browser import Browser
 from tests.support.environment import app_environment
+from tests.support.oidc import client_credentials_token, service_client
 from tests.support.server import start_server
 
 
@@ -26,5 +29,34 @@ def test_login_attempts_beyond_the_limit_get_429_with_retry_after(
         assert int(blocked.headers["retry-after"]) > 0
         assert browser.get("/account").status_code == 302  # the right password did not get in
         assert browser.get("/login").status_code == 200  # viewing the form is not limited
+    finally:
+        server.stop()
+
+
+def test_failed_token_requests_are_limited_but_successful_ones_never_count(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = app_environment(tmp_path / "var", database_url, ECHO_TOKEN_FAILURE_RATE_LIMIT="3/minute")
+    server = start_server(env, tmp_path / "server.log")
+    try:
+        client = service_client(server)
+        for _ in range(6):  # more successes than the failure limit allows
+            client_credentials_token(server, client)
+        wrong = [
+            httpx.post(
+                f"{server.base_url}/token",
+                data={"grant_type": "client_credentials"},
+                auth=(client.client_id, "wrong"),
+            ).status_code
+            for _ in range(3)
+        ]
+        assert wrong == [401, 401, 401]
+        blocked = httpx.post(
+            f"{server.base_url}/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client.client_id, client.client_secret or ""),
+        )
+        assert blocked.status_code == 429
+        assert int(blocked.headers["retry-after"]) > 0
     finally:
         server.stop()
