@@ -1,12 +1,14 @@
-// node-oidc-provider configured as the peer of Echo Identity's token endpoint benchmark.
+// node-oidc-provider set up as the peer in benchmarks/token_endpoint.py.
 //
-// One confidential client allowed only client_credentials; every token is an RFC 9068 JWT
-// access token signed ES256 for one resource server, like Echo's. Default in-memory adapter,
-// loopback http. Started by benchmarks/token_endpoint.py with NODE_PATH-free resolution: run it
-// from the folder where `npm install oidc-provider` was done (see package.json beside this file).
+// One confidential client that may only use client_credentials. Every access token is an
+// RFC 9068 JWT signed with ES256 for a single resource server, as Echo Identity's are. The
+// provider keeps its default in-memory adapter and listens on loopback over plain http; the
+// token endpoint needs no https or `proxy` setting for that. Node resolves `oidc-provider` from
+// the folder this file is in, so the benchmark copies it next to a temporary `npm install`.
 //
-//   BENCH_ISSUER=https://bench.example.test BENCH_PORT=9100 \
-//   BENCH_CLIENT_ID=bench BENCH_CLIENT_SECRET=... [BENCH_CLUSTER=2] node provider.mjs
+//   NODE_ENV=production BENCH_ISSUER=https://bench.example.test BENCH_PORT=9100 \
+//   BENCH_CLIENT_ID=bench BENCH_CLIENT_SECRET=... [BENCH_CLUSTER=2 BENCH_JWK_FILE=key.json] \
+//   node provider.mjs
 import cluster from 'node:cluster';
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -24,7 +26,7 @@ const port = Number(env('BENCH_PORT'));
 const processes = Number(process.env.BENCH_CLUSTER || '1');
 const resource = 'https://api.example';
 
-// Every cluster worker must sign with the same key: the primary makes it, workers read it.
+// Every cluster worker signs with the same key: the primary writes it, the workers read it.
 function signingJwk() {
   if (process.env.BENCH_JWK_FILE && cluster.isWorker) {
     return JSON.parse(readFileSync(process.env.BENCH_JWK_FILE, 'utf8'));
@@ -66,8 +68,6 @@ function serve(jwk) {
     },
     ttl: { ClientCredentials: 600 },
   });
-  // Loopback http stands in for the TLS-terminating proxy a deployment would have.
-  provider.proxy = true;
   provider.listen(port, '127.0.0.1');
 }
 

@@ -71,6 +71,7 @@ def demo(as_json: bool) -> None:
         "account": f"{base}/account",
         "sessions": f"{base}/account/sessions",
         "health": f"{base}/healthz",
+        "discovery": f"{base}/.well-known/openid-configuration",
     }
     payload["urls"] = urls
     lines += [f"{name.capitalize():<16}{url}" for name, url in urls.items()]
