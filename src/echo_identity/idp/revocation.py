@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from echo_identity.audit.events import EventType, Severity
+from echo_identity.audit.service import RequestContext, record
 from echo_identity.db import utcnow
 from echo_identity.idp.errors import InvalidTokenError
 from echo_identity.idp.models import (
@@ -63,3 +65,28 @@ class Revocations:
             .values(revoked_at=utcnow(), revoked_reason=reason)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_after_reuse(
+    session: Session,
+    event_type: EventType,
+    family_id: str | None,
+    client_id: str,
+    presented: str,
+    context: RequestContext,
+) -> None:
+    """A one-time credential came back: revoke its token family and record a high-severity
+    event, committed at once (the request itself fails afterwards)."""
+    if family_id:
+        Revocations(session).revoke_family(family_id, str(event_type))
+    record(
+        session,
+        event_type,
+        context=context,
+        outcome="failure",
+        severity=Severity.HIGH,
+        client_id=client_id,
+        token=presented,
+        details={"family_id": family_id},
+    )
+    session.commit()

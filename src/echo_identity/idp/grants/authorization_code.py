@@ -19,7 +19,7 @@ from authlib.oidc.core.grants.util import create_half_hash
 from sqlalchemy import select, update
 
 from echo_identity.accounts.models import User
-from echo_identity.audit.events import EventType, Severity
+from echo_identity.audit.events import EventType
 from echo_identity.audit.service import record
 from echo_identity.crypto.digests import lookup_digest
 from echo_identity.db import request_session, utcnow
@@ -27,7 +27,7 @@ from echo_identity.idp.clients import AuthlibClient
 from echo_identity.idp.models import AuthorizationCode
 from echo_identity.idp.owner import ResourceOwner
 from echo_identity.idp.provider_state import current_provider
-from echo_identity.idp.revocation import Revocations
+from echo_identity.idp.revocation import revoke_after_reuse
 from echo_identity.idp.tokens import sign_id_token
 from echo_identity.idp.userinfo import user_claims
 from echo_identity.web.context import request_context
@@ -102,20 +102,14 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         return row
 
     def _revoke_reused(self, row: AuthorizationCode, code: str) -> None:
-        session = request_session()
-        if row.family_id:
-            Revocations(session).revoke_family(row.family_id, "code_reuse")
-        record(
-            session,
+        revoke_after_reuse(
+            request_session(),
             EventType.CODE_REUSE_DETECTED,
-            context=request_context(),
-            outcome="failure",
-            severity=Severity.HIGH,
-            client_id=row.client_id,
-            token=code,
-            details={"family_id": row.family_id},
+            row.family_id,
+            row.client_id,
+            code,
+            request_context(),
         )
-        session.commit()
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Nothing to do: the row was claimed on lookup and is kept to recognise reuse."""

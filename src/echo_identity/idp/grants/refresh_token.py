@@ -14,14 +14,13 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from sqlalchemy import select, update
 
 from echo_identity.accounts.models import User
-from echo_identity.audit.events import EventType, Severity
-from echo_identity.audit.service import record
+from echo_identity.audit.events import EventType
 from echo_identity.crypto.digests import lookup_digest
 from echo_identity.db import request_session, utcnow
 from echo_identity.idp.grants.authorization_code import CLIENT_AUTH_METHODS
 from echo_identity.idp.models import RefreshToken, TokenFamily
 from echo_identity.idp.owner import ResourceOwner
-from echo_identity.idp.revocation import Revocations
+from echo_identity.idp.revocation import revoke_after_reuse
 from echo_identity.web.context import request_context
 
 
@@ -67,19 +66,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return row
 
     def _revoke_reused(self, row: RefreshToken, presented: str) -> None:
-        session = request_session()
-        Revocations(session).revoke_family(row.family_id, "refresh_token_reuse")
-        record(
-            session,
+        revoke_after_reuse(
+            request_session(),
             EventType.TOKEN_REUSE_DETECTED,
-            context=request_context(),
-            outcome="failure",
-            severity=Severity.HIGH,
-            client_id=row.client_id,
-            token=presented,
-            details={"family_id": row.family_id},
+            row.family_id,
+            row.client_id,
+            presented,
+            request_context(),
         )
-        session.commit()
 
     def authenticate_user(self, refresh_token: RefreshToken) -> ResourceOwner | None:
         session = request_session()
