@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import DateTime, Dialect, MetaData, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
@@ -58,12 +58,22 @@ def utcnow() -> datetime:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy emit BEGIN itself (see _sqlite_begin): pysqlite's own implicit BEGIN
+    # breaks SAVEPOINTs and cannot take the write lock up front.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """BEGIN, or BEGIN IMMEDIATE for a unit of work that asked to take the write lock first
+    (``session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})``)."""
+    mode = connection.get_execution_options().get("sqlite_begin", "")
+    connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
 class Database:
@@ -75,6 +85,7 @@ class Database:
         self.engine: Engine = create_engine(url, hide_parameters=True, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

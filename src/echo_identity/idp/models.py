@@ -26,6 +26,8 @@ class OAuthClient(Base):
     audiences: Mapped[list[str]] = mapped_column(JSON, default=list)
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
     id_token_alg: Mapped[str] = mapped_column(String(10), default="RS256")
+    # Token-vault providers whose tokens this client may fetch (with scope vault:read).
+    vault_providers: Mapped[list[str]] = mapped_column(JSON, default=list)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import secrets
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from echo_identity.crypto import aead
@@ -69,8 +70,20 @@ class Keyring:
             DecryptionError: the current DEK cannot be unwrapped (for example
                 :class:`~echo_identity.crypto.kek.UnknownKekError`).
         """
-        data_key = self._current(owner) or self._create(owner)
+        data_key = self._current(owner) or self._create_or_reread(owner)
         return aead.encrypt(self._dek(data_key), data_key.id, plaintext, context)
+
+    def _create_or_reread(self, owner: str) -> DataKey:
+        """Create the owner's first DEK; if a concurrent transaction won that race (the
+        one-current-DEK-per-owner index refused ours), use theirs."""
+        try:
+            with self._session.begin_nested():
+                return self._create(owner)
+        except IntegrityError:
+            current = self._current(owner)
+            if current is None:
+                raise
+            return current
 
     def decrypt(self, ciphertext: bytes, context: str) -> bytes:
         """The plaintext of ``ciphertext``, which must have been encrypted for ``context``.

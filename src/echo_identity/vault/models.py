@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import LargeBinary, String
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from echo_identity.db import Base, UTCDateTime, utcnow
@@ -16,6 +16,16 @@ class DataKey(Base):
     every copy of their ciphertexts unreadable (crypto-shredding)."""
 
     __tablename__ = "data_keys"
+    # At most one current DEK per owner, so racing first encryptions cannot both create one.
+    __table_args__ = (
+        Index(
+            "uq_data_keys_current_owner",
+            "owner",
+            unique=True,
+            postgresql_where=text("retired_at IS NULL"),
+            sqlite_where=text("retired_at IS NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), index=True)
@@ -24,3 +34,66 @@ class DataKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when a newer DEK takes over encryption for the owner; still used to decrypt.
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Provider(Base):
+    """A third-party OAuth provider users can connect (GitHub, Google, another IdP …).
+
+    The client secret is stored only envelope-encrypted (system DEK, context
+    ``provider:<id>:client_secret``).
+    """
+
+    __tablename__ = "vault_providers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    issuer: Mapped[str | None] = mapped_column(String(500))
+    authorize_url: Mapped[str] = mapped_column(String(1000))
+    token_url: Mapped[str] = mapped_column(String(1000))
+    revocation_url: Mapped[str | None] = mapped_column(String(1000))
+    client_id: Mapped[str] = mapped_column(String(255))
+    client_secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    scope: Mapped[str] = mapped_column(String(1000), default="")
+    authorize_params: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Connection(Base):
+    """A user's connection to a provider. Tokens are stored only envelope-encrypted under the
+    user's DEK, each bound to this row and field (``connection:<id>:access_token``)."""
+
+    __tablename__ = "vault_connections"
+    __table_args__ = (UniqueConstraint("user_id", "provider_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider_id: Mapped[int] = mapped_column(
+        ForeignKey("vault_providers.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    access_token_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    refresh_token_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    token_type: Mapped[str] = mapped_column(String(40), default="Bearer")
+    scope: Mapped[str] = mapped_column(String(1000), default="")
+    # When the access token expires (None: the provider did not say).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # When the worker should refresh next (expiry minus the window, or +24 h without expiry).
+    refresh_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refresh_failures: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ConnectionConsent(Base):
+    """The record of a user's consent to store a provider's tokens (GDPR art. 7(1) evidence)."""
+
+    __tablename__ = "vault_consents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider_name: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(1000))
+    consent_text_version: Mapped[str] = mapped_column(String(20))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
