@@ -20,6 +20,7 @@ from echo_identity.accounts.sessions import (
 )
 from echo_identity.config import Settings
 from echo_identity.idp import provider as idp_provider
+from echo_identity.vault import runtime as vault_runtime
 from echo_identity.web import errors, headers, health, rate_limits, request_id
 from echo_identity.web.csrf import csrf
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings, database: db.Database | None = None) -> Flask
     app.register_blueprint(health.bp)
     app.register_blueprint(account_views.bp)
     idp_provider.init_app(app, settings, database)
+    vault_runtime.init_app(app, settings)
     return app
 
 

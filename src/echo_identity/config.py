@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     secret_key: SecretStr | None = None
     vault_kek: SecretStr | None = None
+    # An AWS KMS key (key id or alias; not a secret) that wraps DEKs instead of ECHO_VAULT_KEK.
+    kms_key_id: str | None = None
+    kms_region: str | None = None  # None: boto3's own resolution (AWS_REGION, ~/.aws/config …)
     redis_url: str | None = None
     redis_prefix: str = ""
     var_dir: Path = Path("var")
@@ -91,6 +94,8 @@ class Settings(BaseSettings):
 
     login_rate_limit: str = "10/minute;100/hour"
     token_failure_rate_limit: str = "30/minute"  # noqa: S105 - a rate, not a secret
+    vault_refresh_window: int = Field(default=300, ge=30, le=86_400)
+    worker_interval: int = Field(default=30, ge=1, le=3600)
     key_publish_ahead: int = Field(default=3600, ge=10, le=30 * 86_400)
 
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
@@ -137,9 +142,21 @@ class Settings(BaseSettings):
         return self.secret_key.get_secret_value().encode()
 
     def vault_keks(self) -> list[bytes]:
-        """Every configured KEK, first one encrypts; raises :class:`ConfigError` when unset."""
+        """Every configured local KEK (``ECHO_VAULT_KEK``), first one encrypts unless
+        ``ECHO_KMS_KEY_ID`` is set, in which case they only unwrap; empty when only
+        ``ECHO_KMS_KEY_ID`` is set.
+
+        Raises:
+            ConfigError: neither variable is set, or ``ECHO_VAULT_KEK`` is garbled.
+        """
         if self.vault_kek is None:
-            raise ConfigError("ECHO_VAULT_KEK", "is not set", VAULT_KEK_HINT)
+            if self.kms_key_id is not None:
+                return []
+            raise ConfigError(
+                "ECHO_VAULT_KEK",
+                "is not set and neither is ECHO_KMS_KEY_ID (one of them is required)",
+                VAULT_KEK_HINT + ", or set ECHO_KMS_KEY_ID to an AWS KMS key",
+            )
         return parse_keks(self.vault_kek.get_secret_value())
 
 
@@ -220,7 +237,7 @@ def _with_dev_secrets(settings: Settings) -> tuple[Settings, list[GeneratedSecre
         value, path = _dev_secret(settings.var_dir, "secret_key", secrets.token_urlsafe(64))
         updates["secret_key"] = SecretStr(value)
         generated.append(GeneratedSecret("ECHO_SECRET_KEY", path))
-    if settings.vault_kek is None:
+    if settings.vault_kek is None and settings.kms_key_id is None:
         kek = base64.urlsafe_b64encode(os.urandom(KEK_BYTES)).decode()
         value, path = _dev_secret(settings.var_dir, "vault_kek", kek)
         updates["vault_kek"] = SecretStr(value)

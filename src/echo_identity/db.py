@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, Response, current_app, g
 from sqlalchemy import DateTime, Dialect, MetaData, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -70,10 +70,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    """BEGIN, or BEGIN IMMEDIATE for a unit of work that asked to take the write lock first
-    (``session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})``)."""
-    mode = connection.get_execution_options().get("sqlite_begin", "")
-    connection.exec_driver_sql(f"BEGIN {mode}".strip())
+    """BEGIN IMMEDIATE: take SQLite's single write lock when the transaction starts.
+
+    A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when
+    another connection committed in between (WAL snapshot rule; busy_timeout cannot help), so
+    under concurrency every read-then-write request would be at risk. Starting immediately
+    queues writers on busy_timeout instead (the same choice Rails made for SQLite). A unit of
+    work that only reads may ask for ``execution_options={"sqlite_begin": "DEFERRED"}``.
+    """
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 class Database:
@@ -95,6 +101,13 @@ class Database:
     def session(self) -> Session:
         return self._sessions()
 
+    def read_session(self) -> Session:
+        """A session for reading only: on SQLite it never takes the write lock, so it cannot
+        wait on (or deadlock with) a writer, e.g. the current request's own session."""
+        session = self._sessions()
+        session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+        return session
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session committed on success and rolled back on error."""
@@ -105,7 +118,7 @@ class Database:
         """True when the database answers a trivial query."""
         try:
             with self.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+                connection.execution_options(sqlite_begin="DEFERRED").execute(text("SELECT 1"))
         except Exception:  # any driver error means "not ready"
             return False
         return True
@@ -116,6 +129,10 @@ class Database:
 
 def init_app(app: Flask, database: Database) -> None:
     app.extensions["echo.database"] = database
+    # Release the request's transaction before the session cookie is saved through another
+    # connection (Flask saves the session after the after_request handlers): on SQLite the
+    # request's open transaction would otherwise hold the write lock the save needs.
+    app.after_request(_release_request_session)
     app.teardown_appcontext(_close_request_session)
 
 
@@ -130,6 +147,11 @@ def request_session() -> Session:
         g.db_session = current_database().session()
     session: Session = g.db_session
     return session
+
+
+def _release_request_session(response: Response) -> Response:
+    _close_request_session(None)
+    return response
 
 
 def _close_request_session(_exc: BaseException | None) -> None:

@@ -83,7 +83,7 @@ class SqlSessionStore:
         self.policy = policy
 
     def get(self, sid: str) -> SessionRecord | None:
-        with self._database.session() as session:
+        with self._database.read_session() as session:
             row = session.get(BrowserSession, sid)
             return _record_from_row(row) if row else None
 
@@ -107,7 +107,7 @@ class SqlSessionStore:
 
     def for_user(self, user_id: int) -> list[SessionRecord]:
         now = utcnow()
-        with self._database.session() as session:
+        with self._database.read_session() as session:
             rows = session.scalars(
                 select(BrowserSession)
                 .where(BrowserSession.user_id == user_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from echo_identity import __version__
-from echo_identity.cli import clients, db, demo, keys, serve, users
+from echo_identity.cli import clients, db, demo, keys, providers, serve, users, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,3 +24,5 @@ main.add_command(users.users)
 main.add_command(demo.demo)
 main.add_command(clients.clients)
 main.add_command(keys.keys)
+main.add_command(providers.providers)
+main.add_command(worker.worker)

@@ -29,6 +29,7 @@ def _describe(client: OAuthClient) -> dict[str, object]:
         "scope": client.scope,
         "audiences": client.audiences,
         "id_token_alg": client.id_token_alg,
+        "vault_providers": client.vault_providers,
         "disabled": client.disabled,
     }
 
@@ -77,6 +78,13 @@ def clients() -> None:
 @click.option(
     "--id-token-alg", type=click.Choice(ID_TOKEN_ALGORITHMS), default="RS256", show_default=True
 )
+@click.option(
+    "--vault-provider",
+    "vault_providers",
+    multiple=True,
+    help="Token-vault provider whose users' tokens this client may fetch "
+    "(repeatable; needs scope vault:read).",
+)
 @json_option
 def create(
     name: str,
@@ -87,6 +95,7 @@ def create(
     audiences: tuple[str, ...],
     public: bool,
     id_token_alg: str,
+    vault_providers: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Register a client. Its secret is printed once and stored only as a keyed digest.
@@ -112,6 +121,7 @@ def create(
             post_logout_redirect_uris=logout_uris,
             audiences=audiences,
             id_token_alg=id_token_alg,
+            vault_providers=vault_providers,
         )
     except EchoError as exc:
         echo_error(exc, as_json=as_json)

@@ -7,6 +7,8 @@ import click
 from echo_identity.cli.runtime import database_or_exit, settings_or_exit
 from echo_identity.idp.keys import SigningKeyStore
 from echo_identity.idp.provider import key_schedule, keyring_factory
+from echo_identity.vault.runtime import build_runtime
+from echo_identity.vault.worker import start_in_background
 
 # Route granian's own messages through our (redacting, JSON) root handler.
 _GRANIAN_LOGGING = {
@@ -46,7 +48,10 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         SigningKeyStore(
             session, keyring_factory(settings)(session), key_schedule(settings)
         ).ensure()
-    database.dispose()
+    if settings.dev_mode:  # development: keep vault tokens fresh without a separate worker
+        start_in_background(database, build_runtime(settings), settings.worker_interval)
+    else:
+        database.dispose()
 
     from granian import Granian  # imported late: it is heavy and only serve needs it
     from granian.constants import Interfaces

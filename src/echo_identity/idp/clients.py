@@ -70,6 +70,7 @@ class ClientRegistry:
         post_logout_redirect_uris: Sequence[str] = (),
         audiences: Sequence[str] = (),
         id_token_alg: str = "RS256",  # noqa: S107 - an algorithm name
+        vault_providers: Sequence[str] = (),
     ) -> RegisteredClient:
         """Register a client; raises :class:`InvalidClientMetadataError` for bad values."""
         name = name.strip()
@@ -102,6 +103,7 @@ class ClientRegistry:
             post_logout_redirect_uris=logout_uris,
             audiences=list(audiences),
             id_token_alg=id_token_alg,
+            vault_providers=list(dict.fromkeys(vault_providers)),
         )
         self._session.add(client)
         self._session.commit()

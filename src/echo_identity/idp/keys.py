@@ -206,7 +206,7 @@ class SigningKeys:
         with self._lock:
             if not force and time.monotonic() - self._loaded_at < RELOAD_SECONDS:
                 return
-            with self._database.session() as session:
+            with self._database.read_session() as session:
                 store = SigningKeyStore(session, self._keyring_for(session), self.schedule)
                 rows = store.rows()
                 for row in rows:

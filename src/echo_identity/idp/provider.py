@@ -23,13 +23,13 @@ from echo_identity.audit.events import EventType
 from echo_identity.audit.service import record
 from echo_identity.config import Settings
 from echo_identity.crypto.digests import lookup_digest, random_token
-from echo_identity.crypto.kek import LocalKekProvider
 from echo_identity.db import Database, request_session, utcnow
 from echo_identity.idp.clients import AuthlibClient, ClientRegistry
 from echo_identity.idp.keys import KeySchedule, SigningKeys
 from echo_identity.idp.models import IssuedAccessToken, RefreshToken, TokenFamily
 from echo_identity.idp.owner import ResourceOwner
 from echo_identity.idp.tokens import LEEWAY_SECONDS, AccessTokenIssuer, TokenVerifier
+from echo_identity.vault.kek_providers import kek_provider
 from echo_identity.vault.keyring import Keyring
 from echo_identity.web.context import request_context
 
@@ -37,7 +37,7 @@ STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
 
 
 def keyring_factory(settings: Settings) -> Any:
-    keks = LocalKekProvider(settings.vault_keks())
+    keks = kek_provider(settings)
 
     def keyring_for(session: Session) -> Keyring:
         return Keyring(session, keks)

@@ -29,7 +29,9 @@ class DataKey(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), index=True)
-    kek_id: Mapped[str] = mapped_column(String(64))
+    # "local:<16 hex>" or "kms:<key id, alias or ARN>" (ARNs reach ~2048 chars in theory;
+    # 300 covers key and alias ARNs in practice).
+    kek_id: Mapped[str] = mapped_column(String(300))
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when a newer DEK takes over encryption for the owner; still used to decrypt.

@@ -50,7 +50,8 @@ def session(database: Database) -> Iterator[Session]:
 
 
 def data_keys(database: Database) -> list[DataKey]:
-    with database.session() as session:
+    """What another connection sees (a read that never waits on the test's open writer)."""
+    with database.read_session() as session:
         return list(session.scalars(select(DataKey).order_by(DataKey.created_at)))
 
 

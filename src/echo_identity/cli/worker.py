@@ -1,0 +1,32 @@
+"""``echo-identity worker``: keeps vault tokens fresh in the background."""
+
+from __future__ import annotations
+
+import click
+
+from echo_identity.cli.runtime import database_or_exit, emit, json_option, settings_or_exit
+from echo_identity.vault.runtime import build_runtime
+from echo_identity.vault.worker import run_forever, run_pass
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Run one pass and exit (for cron or tests).")
+@json_option
+def worker(once: bool, as_json: bool) -> None:
+    """Refresh vault tokens before they expire and delete expired ones that cannot be refreshed.
+
+    Runs a pass every ECHO_WORKER_INTERVAL seconds. Start as many as you like on PostgreSQL:
+    they share the work without refreshing a connection twice.
+    """
+    settings = settings_or_exit()
+    database = database_or_exit(settings)
+    runtime = build_runtime(settings)
+    if once:
+        result = run_pass(database, runtime)
+        emit(
+            {"refreshed": result.refreshed, "failed": result.failed, "expired": result.expired},
+            f"refreshed {result.refreshed}, failed {result.failed}, expired {result.expired}",
+            as_json=as_json,
+        )
+        return
+    run_forever(database, runtime, settings.worker_interval)

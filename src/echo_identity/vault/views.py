@@ -1,0 +1,99 @@
+"""Browser pages: the consented connect flow and the user's connections (thin views)."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, redirect, render_template, request
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from echo_identity.accounts.current import current_user, login_required
+from echo_identity.accounts.session_cookie import current_session
+from echo_identity.crypto.digests import random_token
+from echo_identity.vault.errors import ConnectStateError, UpstreamError
+from echo_identity.vault.runtime import current_runtime, current_vault
+from echo_identity.vault.service import CONSENT_TEXT_VERSION
+from echo_identity.web.context import request_context
+from echo_identity.web.errors import error_response
+
+bp = Blueprint("vault", __name__)
+STATE_TTL_SECONDS = 600
+
+
+@bp.route("/connections/<name>/connect", methods=["GET", "POST"])
+@login_required
+def connect(name: str) -> str | WerkzeugResponse:
+    vault = current_vault()
+    provider = vault.providers.require(name)
+    if request.method == "GET":
+        return render_template(
+            "vault/connect.html", provider=provider, consent_version=CONSENT_TEXT_VERSION
+        )
+    if request.form.get("decision") != "allow":
+        return redirect("/account/connections")
+    state = random_token(32)
+    current_session()["vault_connect"] = {
+        "state": state,
+        "provider": provider.name,
+        "started": int(time.time()),
+    }
+    return redirect(vault.authorization_url(provider, state, current_runtime().callback_url))
+
+
+@bp.get("/connections/callback")
+@login_required
+def callback() -> WerkzeugResponse:
+    pending = current_session().pop("vault_connect", None)
+    state = request.args.get("state", "")
+    if (
+        not pending
+        or not state
+        or pending.get("state") != state
+        or time.time() - pending.get("started", 0) > STATE_TTL_SECONDS
+    ):
+        raise ConnectStateError()
+    if "error" in request.args:
+        return error_response(
+            "connect_refused",
+            400,
+            f"The provider did not connect: {request.args.get('error', '')[:100]}.",
+        )
+    vault = current_vault()
+    provider = vault.providers.require(pending["provider"])
+    user = current_user()
+    assert user is not None  # guaranteed by login_required
+    try:
+        vault.complete_connect(
+            user,
+            provider,
+            request.args.get("code", ""),
+            state,
+            current_runtime().callback_url,
+            context=request_context(),
+        )
+    except UpstreamError as exc:
+        return error_response(exc.code, exc.status, exc.description)
+    return redirect("/account/connections")
+
+
+@bp.get("/account/connections")
+@login_required
+def connections() -> str:
+    user = current_user()
+    assert user is not None  # guaranteed by login_required
+    vault = current_vault()
+    return render_template(
+        "vault/connections.html",
+        connections=vault.connections(user.id),
+        providers=vault.providers.list_providers(),
+    )
+
+
+@bp.post("/account/connections/<name>/disconnect")
+@login_required
+def disconnect(name: str) -> WerkzeugResponse:
+    user = current_user()
+    assert user is not None  # guaranteed by login_required
+    vault = current_vault()
+    vault.disconnect(user, vault.providers.require(name), context=request_context())
+    return redirect("/account/connections")
