@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -30,8 +31,10 @@ def user(dev_server: LiveServer) -> TestUser:
 
 
 @pytest.fixture
-def database(dev_server: LiveServer) -> Database:
-    return Database(dev_server.env["ECHO_DATABASE_URL"])
+def database(dev_server: LiveServer) -> Iterator[Database]:
+    db = Database(dev_server.env["ECHO_DATABASE_URL"])
+    yield db
+    db.dispose()
 
 
 def _expire_soon(database: Database, user: TestUser, seconds: int = 10) -> None:
