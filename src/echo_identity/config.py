@@ -94,6 +94,7 @@ class Settings(BaseSettings):
 
     login_rate_limit: str = "10/minute;100/hour"
     token_failure_rate_limit: str = "30/minute"  # noqa: S105 - a rate, not a secret
+    api_rate_limit: str = "600/minute"
     vault_refresh_window: int = Field(default=300, ge=30, le=86_400)
     worker_interval: int = Field(default=30, ge=1, le=3600)
     key_publish_ahead: int = Field(default=3600, ge=10, le=30 * 86_400)
@@ -276,6 +277,7 @@ def load_settings(
     for variable, value in (
         ("ECHO_LOGIN_RATE_LIMIT", settings.login_rate_limit),
         ("ECHO_TOKEN_FAILURE_RATE_LIMIT", settings.token_failure_rate_limit),
+        ("ECHO_API_RATE_LIMIT", settings.api_rate_limit),
     ):
         try:
             parse_many(value)

@@ -60,3 +60,16 @@ def test_failed_token_requests_are_limited_but_successful_ones_never_count(
         assert int(blocked.headers["retry-after"]) > 0
     finally:
         server.stop()
+
+
+def test_service_api_calls_beyond_the_limit_get_429(tmp_path: Path, database_url: str) -> None:
+    env = app_environment(tmp_path / "var", database_url, ECHO_API_RATE_LIMIT="3/minute")
+    server = start_server(env, tmp_path / "server.log")
+    try:
+        statuses = [
+            httpx.get(f"{server.base_url}/api/v1/users/nobody/connections").status_code
+            for _ in range(4)
+        ]
+    finally:
+        server.stop()
+    assert statuses == [401, 401, 401, 429]

@@ -40,6 +40,7 @@ def app_environment(
         "ECHO_LOG_FORMAT": "json",
         # Tests sign in many times from 127.0.0.1; the limit itself is tested on its own.
         "ECHO_LOGIN_RATE_LIMIT": "10000/minute",
+        "ECHO_API_RATE_LIMIT": "10000/minute",
         **FAST_ARGON2,
     }
     if os.environ.get("ECHO_TEST_REDIS_URL"):  # the Redis suite: sessions live in Redis

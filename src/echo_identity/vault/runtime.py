@@ -16,6 +16,7 @@ from echo_identity.idp.provider import keyring_factory
 from echo_identity.vault.keyring import Keyring
 from echo_identity.vault.service import VaultService
 from echo_identity.vault.upstream import Upstream
+from echo_identity.web.rate_limits import api_limit, limiter
 
 
 @dataclass
@@ -48,6 +49,7 @@ def init_app(app: Flask, settings: Settings) -> VaultRuntime:
     runtime = build_runtime(settings)
     app.extensions["echo.vault"] = runtime
     app.register_blueprint(views.bp)
+    limiter.limit(api_limit)(api.bp)  # every /api/v1 call, per client IP
     app.register_blueprint(api.bp)
     return runtime
 

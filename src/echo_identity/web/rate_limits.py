@@ -22,6 +22,11 @@ def login_limit() -> str:
     return settings.login_rate_limit
 
 
+def api_limit() -> str:
+    settings: Settings = current_app.extensions["echo.settings"]
+    return settings.api_rate_limit
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url or "memory://"
     app.config["RATELIMIT_KEY_PREFIX"] = settings.redis_namespace
