@@ -149,8 +149,17 @@ def request_session() -> Session:
     return session
 
 
-def _release_request_session(response: Response) -> Response:
+def release_request_session() -> None:
+    """End the request's transaction now (rolling back anything uncommitted).
+
+    On SQLite the request's transaction holds the single write lock, so a view must call this
+    before it writes through *another* session (the browser-session store, for one).
+    """
     _close_request_session(None)
+
+
+def _release_request_session(response: Response) -> Response:
+    release_request_session()
     return response
 
 

@@ -11,7 +11,7 @@ from echo_identity.accounts.session_cookie import current_session
 from echo_identity.accounts.sessions import SessionStore
 from echo_identity.audit.events import EventType
 from echo_identity.audit.service import record
-from echo_identity.db import request_session
+from echo_identity.db import release_request_session, request_session
 from echo_identity.logs import get_logger
 from echo_identity.web.context import request_context
 from echo_identity.web.rate_limits import limiter, login_limit
@@ -101,5 +101,6 @@ def end_session(sid: str) -> WerkzeugResponse:
     if current is not None and current.sid == sid:
         current_session().end()
         return redirect("/login")
+    release_request_session()  # the store writes through its own connection
     store.delete(sid)
     return redirect("/account/sessions")
