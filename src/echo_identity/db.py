@@ -88,7 +88,10 @@ class Database:
     def __init__(self, url: str) -> None:
         url = database_url_for_sqlalchemy(url)
         # hide_parameters keeps bound values (hashes, digests, tokens) out of error messages.
-        self.engine: Engine = create_engine(url, hide_parameters=True, pool_pre_ping=True)
+        # A SQLite file connection cannot go stale; pinging it would cost a query per checkout.
+        self.engine: Engine = create_engine(
+            url, hide_parameters=True, pool_pre_ping=not url.startswith("sqlite")
+        )
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from echo_identity.audit.events import EventType, Severity
@@ -15,6 +15,8 @@ from echo_identity.db import utcnow
 from echo_identity.logs import get_logger, redact_value
 
 log = get_logger("echo_identity.audit")
+# One constant Core statement (cached once), executed with a parameter dict per event.
+_INSERT = cast(Table, AuditEvent.__table__).insert()
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ def record(
     # A Core INSERT on the caller's transaction: appends stay cheap on the token path (no ORM
     # unit-of-work bookkeeping for rows nobody reads back in the request).
     session.execute(
-        insert(AuditEvent).values(
+        _INSERT,
+        dict(
             occurred_at=utcnow(),
             event_type=str(event_type),
             outcome=outcome,
@@ -65,7 +68,7 @@ def record(
             request_id=context.request_id,
             token_fingerprint=token_fingerprint,
             details=clean,
-        )
+        ),
     )
     log.info(
         "audit",

@@ -23,7 +23,7 @@ from echo_identity.audit.events import EventType
 from echo_identity.audit.service import record
 from echo_identity.config import Settings
 from echo_identity.crypto.digests import lookup_digest, random_token
-from echo_identity.db import Database, request_session, utcnow
+from echo_identity.db import Database, current_database, request_session, utcnow
 from echo_identity.idp.clients import AuthlibClient, ClientRegistry
 from echo_identity.idp.keys import KeySchedule, SigningKeys
 from echo_identity.idp.models import IssuedAccessToken, RefreshToken, TokenFamily
@@ -59,7 +59,10 @@ class EchoAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self._provider = provider
 
     def query_client(self, client_id: str) -> AuthlibClient | None:
-        return self._provider.registry(request_session()).active(client_id)
+        # A read-only session of its own: the request's transaction (and, on SQLite, the write
+        # lock) starts only when the token is saved, not for the whole client check.
+        with current_database().read_session() as session:
+            return self._provider.registry(session).active(client_id)
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         self._provider.save_token(token, request)

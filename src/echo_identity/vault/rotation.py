@@ -328,11 +328,12 @@ class _Reencryption:
     """Phase 2: re-encrypt the ciphertexts under ``retired`` DEKs, table by table and in batches
     in primary-key order.
 
-    This thread reads and re-encrypts each batch in a short read-only transaction of the
-    session. A writer thread applies the batch in one transaction of a second connection.
-    While the writer applies batch N, this thread prepares batch N+1, so the database works
-    on the updates while the CPU works on the crypto. At most one batch is in flight, and
-    progress is reported once the writer has committed a batch."""
+    This thread reads each batch in a short read-only transaction of its own connection and
+    re-encrypts it, using the session only through the Keyring and to create new DEKs. A writer
+    thread applies the batch in one transaction of a second connection. While the writer
+    applies batch N, this thread prepares batch N+1, so the database works on the updates while
+    the CPU works on the crypto. At most one batch is in flight, and progress is reported once
+    the writer has committed a batch."""
 
     def __init__(
         self,

@@ -26,9 +26,17 @@ def token_failure_limit() -> str:
     return settings.token_failure_rate_limit
 
 
+def _client_error(status: int) -> bool:
+    """Only the caller's mistakes count against the limit: a burst of our own 5xx (or the 429s
+    the limit itself produces) must not lock well-behaved clients out."""
+    return 400 <= status < 500 and status != 429
+
+
 @bp.post("/token")
 @csrf_exempt
-@limiter.limit(token_failure_limit, deduct_when=lambda response: response.status_code >= 400)
+@limiter.limit(
+    token_failure_limit, deduct_when=lambda response: _client_error(response.status_code)
+)
 def token() -> Response:
     response: Response = current_provider().authorization_server().create_token_response()
     if response.status_code >= 400:
