@@ -55,20 +55,20 @@ def record(
     # unit-of-work bookkeeping for rows nobody reads back in the request).
     session.execute(
         _INSERT,
-        dict(
-            occurred_at=utcnow(),
-            event_type=str(event_type),
-            outcome=outcome,
-            severity=str(severity),
-            actor=actor,
-            subject=subject,
-            client_id=client_id,
-            ip=context.ip,
-            user_agent=(context.user_agent or "")[:512] or None,
-            request_id=context.request_id,
-            token_fingerprint=token_fingerprint,
-            details=clean,
-        ),
+        {
+            "occurred_at": utcnow(),
+            "event_type": str(event_type),
+            "outcome": outcome,
+            "severity": str(severity),
+            "actor": actor,
+            "subject": subject,
+            "client_id": client_id,
+            "ip": context.ip,
+            "user_agent": (context.user_agent or "")[:512] or None,
+            "request_id": context.request_id,
+            "token_fingerprint": token_fingerprint,
+            "details": clean,
+        },
     )
     log.info(
         "audit",
