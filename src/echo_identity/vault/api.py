@@ -16,6 +16,7 @@ from sqlalchemy import select
 from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType
 from echo_identity.audit.service import record
+from echo_identity.crypto.aead import DecryptionError
 from echo_identity.db import request_session
 from echo_identity.errors import EchoError
 from echo_identity.idp.endpoints.userinfo import bearer_token
@@ -23,7 +24,11 @@ from echo_identity.idp.errors import InvalidTokenError
 from echo_identity.idp.models import OAuthClient
 from echo_identity.idp.provider_state import current_provider
 from echo_identity.idp.revocation import Revocations
-from echo_identity.vault.errors import VaultAccessDeniedError, VaultError
+from echo_identity.vault.errors import (
+    StoredTokenUnreadableError,
+    VaultAccessDeniedError,
+    VaultError,
+)
 from echo_identity.vault.openapi import openapi_document
 from echo_identity.vault.runtime import current_vault
 from echo_identity.web.context import request_context
@@ -167,14 +172,17 @@ def fetch_token(sub: str, provider_name: str) -> Response:
         user = _user(sub)
         vault = current_vault()
         provider = vault.providers.require(provider_name)
-        token = vault.fresh_token(
-            user,
-            provider,
-            min_ttl=min_ttl,
-            force=force,
-            context=request_context(),
-            client_id=caller.client_id,
-        )
+        try:
+            token = vault.fresh_token(
+                user,
+                provider,
+                min_ttl=min_ttl,
+                force=force,
+                context=request_context(),
+                client_id=caller.client_id,
+            )
+        except DecryptionError:
+            raise StoredTokenUnreadableError() from None
     except (EchoError, InvalidTokenError) as exc:
         return _denied(EventType.VAULT_TOKEN_READ, exc, sub, provider_name, caller)
     session = request_session()

@@ -65,3 +65,14 @@ class UpstreamError(VaultError):
 class UpstreamInvalidGrantError(UpstreamError):
     code = "invalid_grant"
     description = "The provider refused the grant."
+
+
+class StoredTokenUnreadableError(VaultError):
+    """A stored ciphertext does not decrypt in its row: moved, altered, or its key destroyed."""
+
+    code = "stored_token_unreadable"
+    status = 500
+    description = (
+        "The stored token cannot be decrypted (it was moved or altered, or its key was "
+        "destroyed); the user must reconnect the provider."
+    )

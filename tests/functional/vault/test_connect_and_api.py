@@ -241,3 +241,32 @@ def test_no_token_provider_secret_or_kek_is_stored_in_clear(
     for secret in secrets_in_play:
         assert secret
         assert not [value for value in stored if secret in value]
+
+
+def test_ciphertexts_swapped_between_two_rows_fail_for_both_with_a_clear_error(
+    dev_server: LiveServer, upstream: Upstream, database: Database
+) -> None:
+    alice, bob = (
+        create_user(dev_server.env["ECHO_DATABASE_URL"]),
+        create_user(dev_server.env["ECHO_DATABASE_URL"]),
+    )
+    run_connect_flow(dev_server, upstream, alice)
+    run_connect_flow(dev_server, upstream, bob)
+    with database.transaction() as session:
+        rows = {
+            c.user_id: c
+            for c in session.scalars(
+                select(Connection).where(Connection.user_id.in_([alice.id, bob.id]))
+            )
+        }
+        a, b = rows[alice.id], rows[bob.id]
+        a.access_token_ciphertext, b.access_token_ciphertext = (
+            b.access_token_ciphertext,
+            a.access_token_ciphertext,
+        )
+    bearer = vault_api_token(dev_server, vault_service_client(dev_server, upstream.name))
+    for user in (alice, bob):
+        response = fetch_vault_token(dev_server, bearer, user.sub, upstream.name)
+        assert response.status_code == 500
+        assert response.json()["error"] == "stored_token_unreadable"
+        assert "Traceback" not in response.text
