@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from echo_identity.db import Database
+from tests.factories import TestUser, create_user
 from tests.support.server import LiveServer, running_server
 from tests.support.vault import Upstream, connect_upstream
 
@@ -17,6 +19,18 @@ _names = itertools.count(1)
 def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with running_server(tmp_path_factory.mktemp("upstream")) as server:
         yield server
+
+
+@pytest.fixture
+def user(dev_server: LiveServer) -> TestUser:
+    return create_user(dev_server.env["ECHO_DATABASE_URL"])
+
+
+@pytest.fixture
+def database(dev_server: LiveServer) -> Iterator[Database]:
+    db = Database(dev_server.env["ECHO_DATABASE_URL"])
+    yield db
+    db.dispose()
 
 
 @pytest.fixture

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
-import pytest
 from sqlalchemy import MetaData, select, update
 
 from echo_identity.audit.models import AuditEvent
@@ -23,18 +21,6 @@ from tests.support.vault import (
     vault_api_token,
     vault_service_client,
 )
-
-
-@pytest.fixture
-def user(dev_server: LiveServer) -> TestUser:
-    return create_user(dev_server.env["ECHO_DATABASE_URL"])
-
-
-@pytest.fixture
-def database(dev_server: LiveServer) -> Iterator[Database]:
-    db = Database(dev_server.env["ECHO_DATABASE_URL"])
-    yield db
-    db.dispose()
 
 
 def _expire_soon(database: Database, user: TestUser, seconds: int = 10) -> None:

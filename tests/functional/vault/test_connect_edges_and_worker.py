@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
-import pytest
 from sqlalchemy import select, update
 
 from echo_identity.db import Database, utcnow
 from echo_identity.vault.models import Connection
-from tests.factories import TestUser, create_user
+from tests.factories import TestUser
 from tests.support.browser import Browser
 from tests.support.server import LiveServer, run_cli
 from tests.support.vault import (
@@ -21,18 +19,6 @@ from tests.support.vault import (
     vault_api_token,
     vault_service_client,
 )
-
-
-@pytest.fixture
-def user(dev_server: LiveServer) -> TestUser:
-    return create_user(dev_server.env["ECHO_DATABASE_URL"])
-
-
-@pytest.fixture
-def database(dev_server: LiveServer) -> Iterator[Database]:
-    db = Database(dev_server.env["ECHO_DATABASE_URL"])
-    yield db
-    db.dispose()
 
 
 def _connections(database: Database, user: TestUser) -> list[Connection]:

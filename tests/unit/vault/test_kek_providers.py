@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import pytest
-from moto import mock_aws
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,24 +28,6 @@ LOCAL_KEK = bytes(range(32))
 DEK = bytes(range(100, 132))
 CONTEXT = "data_key:0123abcd:user:7"
 SECRETS = {"system": b"client-secret", "user:1": b"gho_alice", "user:2": b"gho_bob"}
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """moto in place of AWS, fake credentials, and nothing read from the host's AWS setup."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    with mock_aws():
-        yield
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
@@ -12,7 +11,6 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     ClientError,
     EndpointConnectionError,
 )
-from moto import mock_aws
 from sqlalchemy import String, select
 
 from echo_identity.crypto.aead import DecryptionError
@@ -32,24 +30,6 @@ REGION = "eu-west-1"
 DEK = bytes(range(32))
 CONTEXT = "data_key:0123abcd:user:7"
 ALICE, ALICE_TOKEN = "user:1", "connection:1:refresh_token"
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """moto in place of AWS, fake credentials, and nothing read from the host's AWS setup."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    with mock_aws():
-        yield
 
 
 @pytest.fixture
