@@ -362,39 +362,32 @@ class VaultService:
         refresh_token = self._keyring.decrypt(
             connection.refresh_token_ciphertext, token_context(connection.id, "refresh_token")
         ).decode()
+
+        def record_failure(severity: Severity, error: str, token: str | None = None) -> None:
+            connection.refresh_failures += 1
+            record(
+                self._session,
+                EventType.VAULT_REFRESH_FAILED,
+                context=context,
+                outcome="failure",
+                severity=severity,
+                subject=user.sub,
+                client_id=client_id,
+                token=token,
+                details={**details, "error": error},
+            )
+            self._session.commit()
+
         try:
             token = self._upstream.refresh(
                 provider.token_url, self.providers.credentials(provider), refresh_token
             )
         except UpstreamInvalidGrantError:
             connection.status = "needs_reauth"
-            connection.refresh_failures += 1
-            record(
-                self._session,
-                EventType.VAULT_REFRESH_FAILED,
-                context=context,
-                outcome="failure",
-                severity=Severity.HIGH,
-                subject=user.sub,
-                client_id=client_id,
-                token=refresh_token,
-                details={**details, "error": "invalid_grant"},
-            )
-            self._session.commit()
+            record_failure(Severity.HIGH, "invalid_grant", refresh_token)
             raise NeedsReauthError() from None
         except UpstreamError:
-            connection.refresh_failures += 1
-            record(
-                self._session,
-                EventType.VAULT_REFRESH_FAILED,
-                context=context,
-                outcome="failure",
-                severity=Severity.WARNING,
-                subject=user.sub,
-                client_id=client_id,
-                details={**details, "error": "upstream_unavailable"},
-            )
-            self._session.commit()
+            record_failure(Severity.WARNING, "upstream_unavailable")
             if connection.expires_at is not None and connection.expires_at > self._clock():
                 return self._read(connection, refreshed=False)  # keep the old, still valid one
             raise
