@@ -18,6 +18,11 @@ from echo_identity.accounts.sessions import (
     SessionStore,
     SqlSessionStore,
 )
+from echo_identity.audit import admin_views as audit_admin_views
+from echo_identity.audit import api as audit_api
+from echo_identity.audit import metrics as audit_metrics
+from echo_identity.audit import views as audit_views
+from echo_identity.audit import well_known as audit_well_known
 from echo_identity.config import Settings
 from echo_identity.idp import provider as idp_provider
 from echo_identity.vault import runtime as vault_runtime
@@ -59,6 +64,11 @@ def create_app(settings: Settings, database: db.Database | None = None) -> Flask
     app.register_blueprint(account_views.bp)
     idp_provider.init_app(app, settings, database)
     vault_runtime.init_app(app, settings)
+    audit_views.init_app(app)
+    audit_well_known.init_app(app, settings)  # pseudonym key, /.well-known/audit-keys
+    audit_api.init_app(app)  # GET /api/v1/audit/events (scope audit:read)
+    audit_admin_views.init_app(app)  # /admin/security-report
+    audit_metrics.init_app(app, database)  # /metrics
     return app
 
 

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     api_rate_limit: str = "600/minute"
     vault_refresh_window: int = Field(default=300, ge=30, le=86_400)
     worker_interval: int = Field(default=30, ge=1, le=3600)
+    # Audit sealing: events younger than this many seconds wait for the next pass (docs/audit.md).
+    audit_seal_grace: float = Field(default=2.0, ge=0, le=300)
     key_publish_ahead: int = Field(default=3600, ge=10, le=30 * 86_400)
 
     trusted_proxy_hops: int = Field(default=0, ge=0, le=5)
@@ -106,6 +108,44 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, le=20)
     argon2_memory_cost: int = Field(default=65_536, ge=8_192, le=1_048_576)
     argon2_parallelism: int = Field(default=4, ge=1, le=16)
+
+    # /log ingestion (application logs from services holding a logs:write token).
+    log_audience: str = ""  # default: "<issuer>/log"
+    log_max_body_bytes: int = Field(default=262_144, ge=1024, le=1_048_576)
+    log_max_batch: int = Field(default=100, ge=1, le=1000)
+    # Detection rules (docs/audit.md "Detection rules" cites where each default comes from).
+    detect_login_failures: int = Field(default=5, ge=2)
+    detect_login_window: int = Field(default=900, ge=60)
+    detect_spray_accounts: int = Field(default=10, ge=2)
+    detect_spray_window: int = Field(default=900, ge=60)
+    detect_vault_denials: int = Field(default=5, ge=2)
+    detect_vault_denial_window: int = Field(default=900, ge=60)
+    detect_new_prefix_days: int = Field(default=30, ge=1, le=365)
+    detect_rate_factor: float = Field(default=10.0, ge=2.0)
+    detect_rate_min_reads: int = Field(default=50, ge=5)
+    detect_rate_baseline_days: int = Field(default=7, ge=1, le=90)
+    business_hours: str = ""  # "08:00-18:00"; empty disables the rule
+    business_days: str = "mon-fri"
+    business_timezone: str = "UTC"
+    alert_dedup_window: int = Field(default=3600, ge=0)
+    # Alert delivery channels: each one is enabled by its address setting.
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = Field(default=587, ge=1, le=65_535)
+    alert_smtp_starttls: bool = True
+    alert_smtp_username: str | None = None
+    alert_smtp_password: SecretStr | None = None
+    alert_smtp_from: str = "echo-identity@localhost"
+    alert_smtp_to: str = ""  # comma-separated
+    alert_syslog_address: str | None = None  # udp://host:514 or tcp://host:601
+    alert_delivery_timeout: float = Field(default=5.0, gt=0, le=60)
+    alert_retry_base: int = Field(default=30, ge=1)
+    alert_retry_max: int = Field(default=3600, ge=1)
+    # Security reports and /metrics (docs/audit.md "Security reports, metrics and the events API").
+    signing_key_max_age_days: int = Field(default=90, ge=1, le=3650)
+    data_key_max_age_days: int = Field(default=365, ge=1, le=3650)
+    metrics_token: SecretStr | None = None  # Bearer for /metrics; unset: open in dev, off in prod
 
     @classmethod
     def settings_customise_sources(
@@ -135,6 +175,11 @@ class Settings(BaseSettings):
     @property
     def effective_log_format(self) -> str:
         return self.log_format or ("console" if self.dev_mode else "json")
+
+    @property
+    def effective_log_audience(self) -> str:
+        """The audience a /log access token must carry (``ECHO_LOG_AUDIENCE``)."""
+        return self.log_audience or self.issuer.rstrip("/") + "/log"
 
     def secret_key_bytes(self) -> bytes:
         """The validated ``ECHO_SECRET_KEY``; raises :class:`ConfigError` when unset."""
@@ -286,6 +331,8 @@ def load_settings(
                 variable, "is not a rate limit", 'write e.g. "10/minute;100/hour"'
             ) from None
 
+    _check_monitoring(settings)
+
     generated: list[GeneratedSecret] = []
     if settings.dev_mode:
         settings, generated = _with_dev_secrets(settings)
@@ -293,6 +340,30 @@ def load_settings(
         _check_production_secrets(settings)
     settings.vault_keks()
     return settings, generated
+
+
+def _check_monitoring(settings: Settings) -> None:
+    from echo_identity.audit.rules import BusinessHours  # pure module, no app imports
+
+    try:
+        BusinessHours.parse(
+            settings.business_hours, settings.business_days, settings.business_timezone
+        )
+    except ValueError as exc:
+        raise ConfigError("ECHO_BUSINESS_HOURS", f"is invalid: {exc}") from None
+    if settings.alert_webhook_url:
+        if urlsplit(settings.alert_webhook_url).scheme not in {"http", "https"}:
+            raise ConfigError("ECHO_ALERT_WEBHOOK_URL", "must be an http(s) URL")
+        secret = settings.alert_webhook_secret
+        if secret is None or len(secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                "ECHO_ALERT_WEBHOOK_SECRET",
+                f"must be set (at least {MIN_SECRET_BYTES} bytes) when ECHO_ALERT_WEBHOOK_URL is",
+                SECRET_KEY_HINT,
+            )
+    syslog = urlsplit(settings.alert_syslog_address or "udp://-")
+    if syslog.scheme not in {"udp", "tcp"} or not syslog.hostname:
+        raise ConfigError("ECHO_ALERT_SYSLOG_ADDRESS", "must be udp://host:port or tcp://host:port")
 
 
 def _from_environ(env: Mapping[str, str]) -> dict[str, str]:

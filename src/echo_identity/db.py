@@ -7,14 +7,14 @@ and commit their own unit of work.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, current_app, g
-from sqlalchemy import DateTime, Dialect, MetaData, create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import DateTime, Dialect, Executable, MetaData, create_engine, event, text
+from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
@@ -110,6 +110,13 @@ class Database:
         session = self._sessions()
         session.connection(execution_options={"sqlite_begin": "DEFERRED"})
         return session
+
+    def read_row(self, statement: Executable, params: Mapping[str, Any]) -> RowMapping | None:
+        """The first row of a read-only Core ``statement``, or ``None``: on a connection of its
+        own, without an ORM session and (on SQLite) without the write lock. For hot paths."""
+        with self.engine.connect() as connection:
+            connection.execution_options(sqlite_begin="DEFERRED")
+            return connection.execute(statement, params).mappings().first()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

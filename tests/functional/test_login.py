@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import func, select
 
+from echo_identity.audit.events import EventType
+from echo_identity.audit.models import AuditEvent
+from echo_identity.db import Database
 from tests.factories import TestUser, create_user
 from tests.support.browser import Browser
 from tests.support.environment import stored_sessions
@@ -130,3 +134,40 @@ def test_disabled_user_loses_their_session(dev_server: LiveServer, user: TestUse
     assert run_cli(dev_server.env, "users", "disable", user.username).returncode == 0
     assert browser.get("/account").status_code == 302
     assert Browser(dev_server).login(user.username, user.password).status_code == 401
+
+
+def test_a_name_typed_at_sign_in_reaches_the_audit_trail_only_as_a_keyed_digest(
+    browser: Browser, user: TestUser
+) -> None:
+    typed_password = "Corr3ct-Horse-" + user.password  # typed into the name field by mistake
+    database = Database(browser.server.env["ECHO_DATABASE_URL"])
+    with database.session() as session:  # the server is shared: look only at this test's events
+        before = session.scalar(select(func.coalesce(func.max(AuditEvent.id), 0)))
+    for _ in range(2):
+        assert Browser(browser.server).login(typed_password, "x").status_code == 401
+    assert browser.login(user.username, "not-the-password").status_code == 401
+
+    try:
+        with database.session() as session:
+            failures = list(
+                session.scalars(
+                    select(AuditEvent)
+                    .where(
+                        AuditEvent.event_type == str(EventType.LOGIN_FAILURE),
+                        AuditEvent.id > before,
+                    )
+                    .order_by(AuditEvent.id)
+                )
+            )
+    finally:
+        database.dispose()
+    stored = repr([(e.subject, e.actor, e.details) for e in failures])
+    assert typed_password.casefold() not in stored.casefold()
+    assert user.username not in stored
+    assert user.sub not in stored
+    unknown_first, unknown_second, known = failures
+    assert unknown_first.details["typed_name"] == unknown_second.details["typed_name"]
+    assert unknown_first.details["typed_name"].startswith("n_")
+    assert known.subject is not None
+    assert known.subject.startswith("u_")
+    assert "typed_name" not in known.details

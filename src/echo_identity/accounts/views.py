@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request
+from flask_limiter import RequestLimit
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from echo_identity.accounts.current import account_service, current_user, login_required
 from echo_identity.accounts.errors import InvalidCredentialsError
 from echo_identity.accounts.session_cookie import current_session
 from echo_identity.accounts.sessions import SessionStore
-from echo_identity.audit.events import EventType
+from echo_identity.audit import pseudonyms
+from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.service import record
 from echo_identity.db import release_request_session, request_session
 from echo_identity.logs import get_logger
@@ -31,8 +33,23 @@ def index() -> WerkzeugResponse:
     return redirect("/account" if current_user() else "/login")
 
 
+def _record_lockout(limit: RequestLimit) -> None:
+    """Audit a sign-in refused by the rate limit (``auth.login.locked``), committed before
+    the 429 is sent; returns ``None`` so Flask-Limiter renders its usual answer."""
+    session = request_session()
+    record(
+        session,
+        EventType.LOGIN_LOCKED,
+        context=request_context(),
+        outcome="failure",
+        severity=Severity.WARNING,
+        details={"limit": str(limit.limit)},
+    )
+    session.commit()
+
+
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(login_limit, methods=["POST"])
+@limiter.limit(login_limit, methods=["POST"], on_breach=_record_lockout)
 def login() -> str | WerkzeugResponse | tuple[str, int]:
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
@@ -44,13 +61,17 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
     try:
         user = account_service().authenticate(username, request.form.get("password", ""))
     except InvalidCredentialsError as exc:
+        # The account if the name is one (its pseudonym), else a keyed digest of what was
+        # typed: a password typed into the name field must never reach the audit trail.
+        known = account_service().find(username) if len(username) <= 256 else None
         session = request_session()
         record(
             session,
             EventType.LOGIN_FAILURE,
             context=request_context(),
             outcome="failure",
-            details={"username": username[:64]},
+            user=known.sub if known else None,
+            details={} if known else {"typed_name": pseudonyms.current().of_typed_name(username)},
         )
         session.commit()
         log.info("login_failed", reason=exc.code)
@@ -63,7 +84,7 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
         return page, exc.status
     current_session().start_login(user.id)
     session = request_session()
-    record(session, EventType.LOGIN_SUCCESS, context=request_context(), subject=user.sub)
+    record(session, EventType.LOGIN_SUCCESS, context=request_context(), user=user.sub)
     session.commit()
     log.info("login_succeeded", user_sub=user.sub)
     return redirect(next_url)

@@ -8,6 +8,7 @@ from enum import StrEnum
 class EventType(StrEnum):
     LOGIN_SUCCESS = "auth.login.success"
     LOGIN_FAILURE = "auth.login.failure"
+    LOGIN_LOCKED = "auth.login.locked"  # a sign-in refused by the login rate limit
     LOGOUT = "auth.logout"
     CODE_ISSUED = "oauth.code.issued"
     CODE_REUSE_DETECTED = "oauth.code.reuse_detected"
@@ -32,6 +33,7 @@ class EventType(StrEnum):
     KEY_ROTATED = "key.rotated"
     CLIENT_CREATED = "admin.client.created"
     CLIENT_DISABLED = "admin.client.disabled"
+    PSEUDONYM_FORGOTTEN = "privacy.pseudonym.forgotten"  # a user's pseudonym map row deleted
 
 
 class Severity(StrEnum):

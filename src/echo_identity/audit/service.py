@@ -1,4 +1,5 @@
-"""The one function every domain records audit events through."""
+"""The one function every domain records audit events through, and the erasure of a user's
+pseudonym mapping."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
+from echo_identity.audit import pseudonyms
 from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.models import AuditEvent
 from echo_identity.crypto.digests import fingerprint
@@ -39,6 +41,7 @@ def record(
     outcome: str = "success",
     severity: Severity = Severity.INFO,
     actor: str | None = None,
+    user: str | None = None,
     subject: str | None = None,
     client_id: str | None = None,
     token: str | None = None,
@@ -46,9 +49,21 @@ def record(
 ) -> None:
     """Add an audit event to ``session`` (the caller commits with its own unit of work).
 
+    ``user`` is the ``sub`` of the person the event is about: it is stored as the subject in
+    pseudonym form only (the first time this process sees it, its map row is inserted in the
+    same transaction). ``actor`` and ``subject`` are for what is not a person (``"cli"``,
+    ``"worker"``, a client id) and are stored as given: never put a user id in them.
     ``token`` is reduced to its fingerprint here; ``details`` pass the log redaction, so a
     secret handed in by mistake is masked before it is stored.
+
+    Raises ``ValueError`` when both ``user`` and ``subject`` are given, and
+    :class:`~echo_identity.audit.pseudonyms.PseudonymsNotConfiguredError` for a ``user`` in a
+    process that never called :func:`echo_identity.audit.pseudonyms.configure`.
     """
+    if user is not None:
+        if subject is not None:
+            raise ValueError("give either user (a person) or subject (a thing), not both")
+        subject = pseudonyms.current().mapped(session, user)
     clean = {key: redact_value(key, value) for key, value in (details or {}).items()}
     token_fingerprint = fingerprint(token) if token else None
     # A Core INSERT on the caller's transaction: appends stay cheap on the token path (no ORM
@@ -79,3 +94,22 @@ def record(
         subject=subject,
         token_fingerprint=token_fingerprint,
     )
+
+
+def forget_user(session: Session, sub: str, *, context: RequestContext = NO_REQUEST) -> str:
+    """Delete the pseudonym → user map row of ``sub`` and record ``privacy.pseudonym.forgotten``
+    (on ``session``; the caller commits). Returns the pseudonym. The chain is untouched and
+    still verifies; the user's events remain, attributed to a pseudonym nobody can resolve.
+
+    Raises :class:`~echo_identity.audit.pseudonyms.PseudonymsNotConfiguredError` when this
+    process never configured pseudonyms.
+    """
+    pseudonym = pseudonyms.current().forget(session, sub)
+    record(
+        session,
+        EventType.PSEUDONYM_FORGOTTEN,
+        context=context,
+        severity=Severity.WARNING,
+        subject=pseudonym,
+    )
+    return pseudonym

@@ -5,7 +5,19 @@ from __future__ import annotations
 import click
 
 from echo_identity import __version__
-from echo_identity.cli import audit, clients, db, demo, keys, providers, serve, users, vault, worker
+from echo_identity.cli import (
+    audit,
+    clients,
+    db,
+    demo,
+    keys,
+    providers,
+    report,
+    serve,
+    users,
+    vault,
+    worker,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,3 +40,4 @@ main.add_command(providers.providers)
 main.add_command(worker.worker)
 main.add_command(vault.vault)
 main.add_command(audit.audit)
+main.add_command(report.report)

@@ -1,4 +1,4 @@
-"""``echo-identity worker``: keeps vault tokens fresh in the background."""
+"""``echo-identity worker``: keeps vault tokens fresh and seals the audit trail."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from echo_identity.vault.worker import run_forever, run_pass
 @click.option("--once", is_flag=True, help="Run one pass and exit (for cron or tests).")
 @json_option
 def worker(once: bool, as_json: bool) -> None:
-    """Refresh vault tokens before they expire and delete expired ones that cannot be refreshed.
+    """Refresh vault tokens before they expire, delete expired ones that cannot be refreshed,
+    and seal new audit events into the signed hash chain.
 
     Runs a pass every ECHO_WORKER_INTERVAL seconds. Start as many as you like on PostgreSQL:
     they share the work without refreshing a connection twice.
@@ -24,8 +25,14 @@ def worker(once: bool, as_json: bool) -> None:
     if once:
         result = run_pass(database, runtime)
         emit(
-            {"refreshed": result.refreshed, "failed": result.failed, "expired": result.expired},
-            f"refreshed {result.refreshed}, failed {result.failed}, expired {result.expired}",
+            {
+                "refreshed": result.refreshed,
+                "failed": result.failed,
+                "expired": result.expired,
+                "sealed": result.sealed,
+            },
+            f"refreshed {result.refreshed}, failed {result.failed}, expired {result.expired}, "
+            f"sealed {result.sealed}",
             as_json=as_json,
         )
         return

@@ -5,11 +5,12 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from echo_identity.crypto.digests import derive_key, digests_match, keyed_digest
@@ -23,6 +24,34 @@ from echo_identity.idp.models import OAuthClient
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 ID_TOKEN_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 _LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "localhost"}
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """What the protocol needs to know about a client: a plain value read with one Core query
+    (no ORM identity map or unit of work on the token path)."""
+
+    client_id: str
+    name: str
+    secret_digest: str | None
+    redirect_uris: list[str]
+    post_logout_redirect_uris: list[str]
+    grant_types: list[str]
+    scope: str
+    audiences: list[str]
+    id_token_alg: str
+    vault_providers: list[str]
+
+    @classmethod
+    def from_mapping(cls, values: Any) -> ClientRecord:
+        return cls(**{name: values[name] for name in _RECORD_FIELDS})
+
+
+_RECORD_FIELDS = tuple(field.name for field in fields(ClientRecord))
+# The enabled client with a given id: one constant statement, compiled once and cached.
+ACTIVE_CLIENT: Select[Any] = select(*(getattr(OAuthClient, name) for name in _RECORD_FIELDS)).where(
+    OAuthClient.client_id == bindparam("client_id"), OAuthClient.disabled.is_(False)
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +86,7 @@ class ClientRegistry:
 
     def __init__(self, session: Session, secret_key: bytes) -> None:
         self._session = session
-        self._digest_key = derive_key(secret_key, "client-secret")
+        self._digest_key = client_digest_key(secret_key)
 
     def create(
         self,
@@ -119,13 +148,6 @@ class ClientRegistry:
             select(OAuthClient).where(OAuthClient.name == name).order_by(OAuthClient.id)
         )
 
-    def active(self, client_id: str | None) -> AuthlibClient | None:
-        """The enabled client ``client_id`` wrapped for Authlib, or ``None``."""
-        row = self.find(client_id) if client_id else None
-        if row is None or row.disabled:
-            return None
-        return AuthlibClient(row, self._digest_key)
-
     def list_clients(self) -> Sequence[OAuthClient]:
         return self._session.scalars(select(OAuthClient).order_by(OAuthClient.created_at)).all()
 
@@ -139,10 +161,15 @@ class ClientRegistry:
         return row
 
 
-class AuthlibClient(ClientMixin):  # type: ignore[misc]
-    """The view of an :class:`OAuthClient` that Authlib's grants and endpoints use."""
+def client_digest_key(secret_key: bytes) -> bytes:
+    """The key client secrets are digested with, derived from ``ECHO_SECRET_KEY``."""
+    return derive_key(secret_key, "client-secret")
 
-    def __init__(self, row: OAuthClient, digest_key: bytes) -> None:
+
+class AuthlibClient(ClientMixin):  # type: ignore[misc]
+    """The view of a registered client that Authlib's grants and endpoints use."""
+
+    def __init__(self, row: ClientRecord, digest_key: bytes) -> None:
         self.row = row
         self._digest_key = digest_key
         self.client_metadata = {"post_logout_redirect_uris": list(row.post_logout_redirect_uris)}

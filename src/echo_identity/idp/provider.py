@@ -11,6 +11,7 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -24,7 +25,13 @@ from echo_identity.audit.service import record
 from echo_identity.config import Settings
 from echo_identity.crypto.digests import lookup_digest, random_token
 from echo_identity.db import Database, current_database, request_session, utcnow
-from echo_identity.idp.clients import AuthlibClient, ClientRegistry
+from echo_identity.idp.clients import (
+    ACTIVE_CLIENT,
+    AuthlibClient,
+    ClientRecord,
+    ClientRegistry,
+    client_digest_key,
+)
 from echo_identity.idp.keys import KeySchedule, SigningKeys
 from echo_identity.idp.models import IssuedAccessToken, RefreshToken, TokenFamily
 from echo_identity.idp.owner import ResourceOwner
@@ -59,10 +66,7 @@ class EchoAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self._provider = provider
 
     def query_client(self, client_id: str) -> AuthlibClient | None:
-        # A read-only session of its own: the request's transaction (and, on SQLite, the write
-        # lock) starts only when the token is saved, not for the whole client check.
-        with current_database().read_session() as session:
-            return self._provider.registry(session).active(client_id)
+        return self._provider.client(client_id)
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         self._provider.save_token(token, request)
@@ -88,6 +92,24 @@ class Provider:
 
     def registry(self, session: Session) -> ClientRegistry:
         return ClientRegistry(session, self.settings.secret_key_bytes())
+
+    @cached_property
+    def _client_digest_key(self) -> bytes:
+        return client_digest_key(self.settings.secret_key_bytes())
+
+    def client(self, client_id: str | None) -> AuthlibClient | None:
+        """The enabled client ``client_id`` wrapped for Authlib, or ``None``.
+
+        Read fresh on every request (a disabled client is refused from its next request), with
+        one Core query on a read-only connection: the request's transaction (and, on SQLite,
+        the write lock) starts only when the token is saved, not for the client check.
+        """
+        if not client_id:
+            return None
+        row = current_database().read_row(ACTIVE_CLIENT, {"client_id": client_id})
+        if row is None:
+            return None
+        return AuthlibClient(ClientRecord.from_mapping(row), self._client_digest_key)
 
     def authorization_server(self) -> EchoAuthorizationServer:
         assert self.server is not None, "init_app wires the server"
@@ -179,7 +201,7 @@ class Provider:
             EventType.TOKEN_REFRESHED if grant_type == "refresh_token" else EventType.TOKEN_ISSUED,
             context=request_context(),
             client_id=client.client_id,
-            subject=owner.user.sub if owner else None,
+            user=owner.user.sub if owner else None,
             token=token["access_token"],
             details={"grant_type": grant_type, "scope": token.get("scope", "")},
         )

@@ -19,11 +19,10 @@ from echo_identity.audit.service import record
 from echo_identity.crypto.aead import DecryptionError
 from echo_identity.db import request_session
 from echo_identity.errors import EchoError
-from echo_identity.idp.endpoints.userinfo import bearer_token
+from echo_identity.idp.bearer import bearer_token, presented_claims, token_scopes
 from echo_identity.idp.errors import InvalidTokenError
 from echo_identity.idp.models import OAuthClient
 from echo_identity.idp.provider_state import current_provider
-from echo_identity.idp.revocation import Revocations
 from echo_identity.vault.errors import (
     StoredTokenUnreadableError,
     VaultAccessDeniedError,
@@ -67,20 +66,13 @@ class Caller:
 def _caller(scope: str) -> Caller:
     """The authenticated calling client; raises :class:`InvalidTokenError` or
     :class:`InsufficientScopeError`."""
-    token = bearer_token()
-    if token is None:
-        raise InvalidTokenError("Send an access token issued by Echo Identity as Bearer.")
-    claims = current_provider().verifier.verify_access_token(token)
-    session = request_session()
-    problem = Revocations(session).access_token_problem(claims)
-    if problem is not None:
-        raise problem
-    if scope not in str(claims.get("scope", "")).split():
+    claims = presented_claims()
+    if scope not in token_scopes(claims):
         raise InsufficientScopeError(f"The access token lacks the {scope} scope.")
-    providers = session.scalar(
+    providers = request_session().scalar(
         select(OAuthClient.vault_providers).where(OAuthClient.client_id == claims["client_id"])
     )
-    return Caller(str(claims["client_id"]), list(providers or []), token)
+    return Caller(str(claims["client_id"]), list(providers or []), bearer_token() or "")
 
 
 def _user(sub: str) -> User:
@@ -101,7 +93,7 @@ def _denied(
         EventType.VAULT_TOKEN_DENIED,
         context=request_context(),
         outcome="failure",
-        subject=sub[:128],
+        user=sub[:128],
         client_id=caller.client_id if caller else None,
         token=bearer_token(),
         details={"provider": provider, "error": exc.code, "operation": str(event)},
@@ -146,7 +138,7 @@ def list_connections(sub: str) -> Response:
         EventType.VAULT_CONNECTIONS_LISTED,
         context=request_context(),
         client_id=caller.client_id,
-        subject=user.sub,
+        user=user.sub,
         token=caller.token,
     )
     session.commit()
@@ -191,7 +183,7 @@ def fetch_token(sub: str, provider_name: str) -> Response:
         EventType.VAULT_TOKEN_READ,
         context=request_context(),
         client_id=caller.client_id,
-        subject=user.sub,
+        user=user.sub,
         token=token.access_token,
         details={"provider": provider_name, "refreshed": token.refreshed},
     )

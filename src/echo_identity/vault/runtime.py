@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 
 from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
+from echo_identity.audit.keys import AuditSigner
 from echo_identity.config import Settings
 from echo_identity.crypto.digests import derive_key
 from echo_identity.db import request_session
@@ -33,6 +35,11 @@ class VaultRuntime:
             refresh_window=timedelta(seconds=self.settings.vault_refresh_window),
             pkce_key=derive_key(self.settings.secret_key_bytes(), "vault-pkce"),
         )
+
+    @cached_property
+    def audit_signer(self) -> AuditSigner:
+        """Signs the audit checkpoints each worker pass writes (see ``audit.sealer``)."""
+        return AuditSigner(self.keyring_for)
 
     @property
     def callback_url(self) -> str:

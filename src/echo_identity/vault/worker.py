@@ -1,4 +1,5 @@
-"""Background token maintenance: refresh what is about to expire, drop what is dead.
+"""Background maintenance: refresh vault tokens about to expire, drop what is dead, and seal
+the audit events recorded since the last pass into the hash chain (``audit.sealer``).
 
 Several workers can run at once: on PostgreSQL each pass claims due rows with
 ``FOR UPDATE SKIP LOCKED``, so no two workers refresh the same connection; on SQLite there is
@@ -13,7 +14,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
+from echo_identity.audit import pseudonyms
 from echo_identity.audit.events import EventType
+from echo_identity.audit.monitoring import monitoring_pass
+from echo_identity.audit.sealer import seal_events
 from echo_identity.audit.service import record
 from echo_identity.db import Database, utcnow
 from echo_identity.logs import get_logger
@@ -29,6 +33,7 @@ class PassResult:
     refreshed: int
     failed: int
     expired: int
+    sealed: int = 0
 
 
 def claim_due(database: Database, limit: int = BATCH_SIZE) -> list[int]:
@@ -82,6 +87,8 @@ def expire_dead_tokens(database: Database) -> int:
 
 def run_pass(database: Database, runtime: VaultRuntime) -> PassResult:
     """One maintenance pass; never raises for a single connection's failure."""
+    # Refreshes record users (as pseudonyms); the dev worker thread may run outside the app.
+    pseudonyms.configure(runtime.settings.secret_key_bytes())
     refreshed = failed = 0
     for connection_id in claim_due(database):
         with database.session() as session:
@@ -95,9 +102,23 @@ def run_pass(database: Database, runtime: VaultRuntime) -> PassResult:
                 session.rollback()
                 failed += 1
     expired = expire_dead_tokens(database)
+    monitoring_pass(database, runtime.settings)  # detection rules, then alert delivery
     if refreshed or failed or expired:
         log.info("vault_worker_pass", refreshed=refreshed, failed=failed, expired=expired)
-    return PassResult(refreshed, failed, expired)
+    sealed = seal_audit_events(database, runtime)  # last: after the events this pass recorded
+    return PassResult(refreshed, failed, expired, sealed)
+
+
+def seal_audit_events(database: Database, runtime: VaultRuntime) -> int:
+    """Seal the audit events recorded since the last pass; a sealing failure is logged and
+    retried next pass, never stopping the vault work. Returns how many events were sealed."""
+    try:
+        return seal_events(
+            database, runtime.audit_signer, grace=runtime.settings.audit_seal_grace
+        ).sealed
+    except Exception:  # e.g. the KEK wrapping the audit key is gone: say so, keep going
+        log.exception("audit_seal_failed")
+        return 0
 
 
 def run_forever(

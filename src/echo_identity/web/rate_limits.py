@@ -8,9 +8,13 @@ proxy hops can change it. Limits are declared on the views that need them, e.g.:
 
 from __future__ import annotations
 
+import math
+import time
+
 from flask import Flask, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
 
 from echo_identity.config import Settings
 
@@ -31,3 +35,38 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url or "memory://"
     app.config["RATELIMIT_KEY_PREFIX"] = settings.redis_namespace
     limiter.init_app(app)
+
+
+class FailureLimit:
+    """A per-IP limit that only failed requests spend, for endpoints that busy, well-behaved
+    callers hit constantly (the token endpoint).
+
+    Flask-Limiter's ``deduct_when`` does the same, but resolves and evaluates its limits on
+    every request; this checks the limit's own storage (the limiter's: memory or Redis) with
+    the ``limits`` strategy directly: one ``test`` per request, one ``hit`` per failure.
+    """
+
+    def __init__(self, name: str, value: str) -> None:
+        self._name = name
+        self._items: list[RateLimitItem] = parse_many(value)
+
+    def _key(self, ip: str) -> tuple[str, str, str]:
+        settings: Settings = current_app.extensions["echo.settings"]
+        return (settings.redis_namespace, self._name, ip)
+
+    def retry_after(self, ip: str) -> int | None:
+        """Seconds until ``ip`` may try again, or ``None`` while it is within the limit."""
+        strategy = limiter.limiter
+        key = self._key(ip)
+        for item in self._items:
+            if not strategy.test(item, *key):
+                reset = strategy.get_window_stats(item, *key).reset_time
+                return max(1, math.ceil(reset - time.time()))
+        return None
+
+    def spend(self, ip: str) -> None:
+        """Count one failure from ``ip`` against every window of the limit."""
+        strategy = limiter.limiter
+        key = self._key(ip)
+        for item in self._items:
+            strategy.hit(item, *key)

@@ -9,6 +9,7 @@ import httpx
 from sqlalchemy import MetaData, select, update
 
 from echo_identity.audit.models import AuditEvent
+from echo_identity.audit.pseudonyms import Pseudonyms
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.models import TokenFamily
 from echo_identity.vault.models import Connection, ConnectionConsent
@@ -120,12 +121,14 @@ def test_invalid_grant_marks_the_connection_needs_reauth_and_records_it(
     )
     assert response.status_code == 409
     assert response.json()["error"] == "needs_reauth"
+    # The user appears in the trail as a pseudonym only.
+    pseudonym = Pseudonyms.from_secret(dev_server.env["ECHO_SECRET_KEY"].encode()).of(user.sub)
     with database.session() as session:
         connection = session.scalar(select(Connection).where(Connection.user_id == user.id))
         failures = session.scalars(
             select(AuditEvent).where(
                 AuditEvent.event_type == "vault.token.refresh_failed",
-                AuditEvent.subject == user.sub,
+                AuditEvent.subject == pseudonym,
             )
         ).all()
     assert connection is not None

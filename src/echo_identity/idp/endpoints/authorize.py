@@ -94,7 +94,7 @@ def authorize() -> Response | WerkzeugResponse | str | tuple[str, int]:
     provider = current_provider()
     session = request_session()
     params = request.values
-    client = provider.registry(session).active(params.get("client_id"))
+    client = provider.client(params.get("client_id"))
     if client is None:
         return error_response(
             "invalid_client",
@@ -142,7 +142,7 @@ def authorize() -> Response | WerkzeugResponse | str | tuple[str, int]:
                 session,
                 EventType.CONSENT_GRANTED,
                 context=request_context(),
-                subject=owner.user.sub,
+                user=owner.user.sub,
                 client_id=client.client_id,
                 details={"scope": requested},
             )
@@ -154,7 +154,7 @@ def authorize() -> Response | WerkzeugResponse | str | tuple[str, int]:
             EventType.AUTHORIZATION_DENIED,
             context=request_context(),
             outcome="failure",
-            subject=owner.user.sub,
+            user=owner.user.sub,
             client_id=client.client_id,
         )
         session.commit()

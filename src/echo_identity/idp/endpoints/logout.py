@@ -37,7 +37,7 @@ def end_browser_session(client_id: str | None = None) -> None:
             session,
             EventType.LOGOUT,
             context=request_context(),
-            subject=user.sub,
+            user=user.sub,
             client_id=client_id,
         )
         session.commit()

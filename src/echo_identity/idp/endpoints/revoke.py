@@ -44,7 +44,8 @@ class EchoRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
             EventType.TOKEN_REVOKED,
             context=request_context(),
             client_id=token.client_id,
-            subject=token.claims.get("sub"),
+            # a client-credentials token has the client as sub: not a person, nothing to map
+            user=sub if (sub := token.claims.get("sub")) != token.client_id else None,
             token=token.raw,
             details={"token_type": token.kind},
         )

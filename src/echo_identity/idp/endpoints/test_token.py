@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from echo_identity.db import request_session
 from echo_identity.errors import EchoError
 from echo_identity.idp.provider_state import current_provider
 from echo_identity.web.csrf import csrf_exempt
@@ -26,7 +25,7 @@ class UnknownTestClientError(EchoError):
 @csrf_exempt
 def test_token() -> Response:
     provider = current_provider()
-    client = provider.registry(request_session()).active(request.form.get("client_id"))
+    client = provider.client(request.form.get("client_id"))
     if client is None:
         raise UnknownTestClientError()
     scope = client.get_allowed_scope(request.form.get("scope"))

@@ -1,12 +1,14 @@
 """/token — the token endpoint (RFC 6749 §3.2): code, refresh and client-credentials grants.
 
 Failed requests count against ``ECHO_TOKEN_FAILURE_RATE_LIMIT`` per client IP (successful
-ones do not, so busy services are never throttled) and are audited.
+ones do not, so busy services are never throttled) and are audited. An IP over the limit gets
+429 with ``Retry-After`` before its request is looked at.
 """
 
 from __future__ import annotations
 
 import json
+from functools import cache
 
 from flask import Response, current_app, request
 
@@ -18,12 +20,18 @@ from echo_identity.idp.endpoints.blueprint import bp
 from echo_identity.idp.provider_state import current_provider
 from echo_identity.web.context import request_context
 from echo_identity.web.csrf import csrf_exempt
-from echo_identity.web.rate_limits import limiter
+from echo_identity.web.errors import error_response
+from echo_identity.web.rate_limits import FailureLimit, limiter
 
 
-def token_failure_limit() -> str:
+@cache
+def _failure_limit(value: str) -> FailureLimit:
+    return FailureLimit("token-failures", value)
+
+
+def failure_limit() -> FailureLimit:
     settings: Settings = current_app.extensions["echo.settings"]
-    return settings.token_failure_rate_limit
+    return _failure_limit(settings.token_failure_rate_limit)
 
 
 def _client_error(status: int) -> bool:
@@ -34,11 +42,19 @@ def _client_error(status: int) -> bool:
 
 @bp.post("/token")
 @csrf_exempt
-@limiter.limit(
-    token_failure_limit, deduct_when=lambda response: _client_error(response.status_code)
-)
+@limiter.exempt
 def token() -> Response:
+    ip = request.remote_addr or ""
+    retry_after = failure_limit().retry_after(ip)
+    if retry_after is not None:
+        refused = error_response(
+            "rate_limited", 429, "Too many failed token requests; wait before trying again."
+        )
+        refused.headers["Retry-After"] = str(retry_after)
+        return refused
     response: Response = current_provider().authorization_server().create_token_response()
+    if _client_error(response.status_code):
+        failure_limit().spend(ip)
     if response.status_code >= 400:
         _audit_failure(response)
     return response

@@ -66,7 +66,8 @@ def verify() -> Response:
         EventType.TOKEN_VERIFIED,
         context=request_context(),
         client_id=client.client_id,
-        subject=claims.get("sub"),
+        # a client-credentials token has the client as sub: not a person, nothing to map
+        user=claims["sub"] if claims.get("sub") != claims.get("client_id") else None,
         token=token,
     )
     session.commit()

@@ -66,7 +66,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             EventType.CODE_ISSUED,
             context=request_context(),
             client_id=request.client.get_client_id(),
-            subject=owner.user.sub,
+            user=owner.user.sub,
             token=code,
         )
         session.commit()

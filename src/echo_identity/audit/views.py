@@ -1,0 +1,70 @@
+"""POST /log — services send their application logs with a Bearer access token.
+
+The token must be an Echo Identity access token (RFC 9068, verified by the shared
+:class:`~echo_identity.idp.tokens.TokenVerifier`) for the log audience
+(``ECHO_LOG_AUDIENCE``) with scope ``logs:write``, not revoked. The source of the events is
+the token's ``client_id``; the body cannot name another one. Every refusal of the token is a
+401 with ``WWW-Authenticate: Bearer error="invalid_token"`` and nothing is stored.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from echo_identity.audit.log_ingest import BodyTooLargeError, parse_log_body, store_log_entries
+from echo_identity.config import Settings
+from echo_identity.db import request_session
+from echo_identity.idp.bearer import bearer_error, presented_claims, token_scopes
+from echo_identity.idp.errors import InvalidTokenError
+from echo_identity.web.csrf import csrf_exempt
+from echo_identity.web.errors import json_blueprint
+from echo_identity.web.rate_limits import api_limit, limiter
+from echo_identity.web.request_id import current_request_id
+
+bp = Blueprint("audit_log", __name__)
+LOG_SCOPE = "logs:write"
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["echo.settings"]
+    return settings
+
+
+def _log_source(settings: Settings) -> str:
+    """The client id of a valid log token; raises :class:`InvalidTokenError`."""
+    claims = presented_claims([settings.effective_log_audience])
+    if LOG_SCOPE not in token_scopes(claims):
+        raise InvalidTokenError(f"The access token lacks the {LOG_SCOPE} scope.")
+    return str(claims["client_id"])
+
+
+def _body(limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLargeError(f"The body is larger than {limit} bytes.")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise BodyTooLargeError(f"The body is larger than {limit} bytes.")
+    return raw
+
+
+@bp.post("/log")
+@csrf_exempt
+def ingest() -> Response:
+    settings = _settings()
+    try:
+        source = _log_source(settings)
+    except InvalidTokenError as exc:
+        return bearer_error("invalid_token", exc.description)
+    entries = parse_log_body(_body(settings.log_max_body_bytes), max_batch=settings.log_max_batch)
+    session = request_session()
+    stored = store_log_entries(session, source, entries, current_request_id() or None)
+    session.commit()
+    response = jsonify(stored=stored, source=source)
+    response.status_code = 201
+    return response
+
+
+def init_app(app: Flask) -> None:
+    limiter.limit(api_limit)(bp)
+    json_blueprint(app, bp)
+    app.register_blueprint(bp)
