@@ -6,7 +6,9 @@ DEK id in the header, so decrypting needs only the ciphertext and the context it
 
 - KEK rotation (:meth:`Keyring.rewrap_all`) re-wraps DEK rows; ciphertexts are untouched.
 - DEK rotation (:meth:`Keyring.rotate`) retires the current DEK; old ciphertexts keep working
-  until their rows are re-encrypted.
+  until their rows are re-encrypted. Bulk re-encryption takes :meth:`Keyring.encryptors` (the
+  current DEKs of many owners, looked up and created together) and :meth:`Keyring.preload`
+  (many DEKs unwrapped in one query) instead of a lookup per ciphertext.
 - Crypto-shredding (:meth:`Keyring.destroy`) deletes an owner's DEKs, which makes every copy of
   that owner's ciphertexts, backups included, permanently unreadable.
 
@@ -20,6 +22,7 @@ The Keyring never commits: the caller's unit of work does. Errors::
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +36,7 @@ from echo_identity.vault.models import DataKey
 
 MAX_OWNER_LENGTH = 64
 REWRAP_BATCH_SIZE = 500
+_LOOKUP_CHUNK = 500  # ids per IN (...) list, well under every driver's parameter limit
 
 
 class UnknownDataKeyError(DecryptionError):
@@ -44,6 +48,28 @@ class UnknownDataKeyError(DecryptionError):
     def __init__(self, key_id: str) -> None:
         self.key_id = key_id
         super().__init__(f"data key {key_id!r} does not exist (destroyed, or never created here)")
+
+
+class Encryptor:
+    """Encrypts for one owner under the DEK that was current when :meth:`Keyring.encryptor` or
+    :meth:`Keyring.encryptors` looked it up. It holds the unwrapped DEK, so keep it no longer
+    than the unit of work that made it; it never re-checks that the DEK is still current.
+    ``new`` says whether that lookup created the DEK."""
+
+    __slots__ = ("_dek", "key_id", "new")
+
+    def __init__(self, key_id: str, dek: bytes, *, new: bool = False) -> None:
+        self.key_id = key_id
+        self.new = new
+        self._dek = dek
+
+    def __repr__(self) -> str:
+        return f"Encryptor(key_id={self.key_id!r}, new={self.new!r})"  # never the DEK
+
+    def encrypt(self, plaintext: bytes, context: str) -> bytes:
+        """``plaintext`` encrypted under this DEK and bound to ``context`` (see
+        :meth:`Keyring.encrypt`)."""
+        return aead.encrypt(self._dek, self.key_id, plaintext, context)
 
 
 class Keyring:
@@ -70,8 +96,72 @@ class Keyring:
             DecryptionError: the current DEK cannot be unwrapped (for example
                 :class:`~echo_identity.crypto.kek.UnknownKekError`).
         """
+        return self.encryptor(owner).encrypt(plaintext, context)
+
+    def encryptor(self, owner: str) -> Encryptor:
+        """An :class:`Encryptor` for ``owner``'s current DEK, which is looked up once here
+        (created and flushed if the owner has none); for encrypting several values in a row.
+
+        Raises:
+            ValueError: ``owner`` is empty or longer than 64 characters.
+            DecryptionError: the current DEK cannot be unwrapped.
+        """
         data_key = self._current(owner) or self._create_or_reread(owner)
-        return aead.encrypt(self._dek(data_key), data_key.id, plaintext, context)
+        return Encryptor(data_key.id, self._dek(data_key))
+
+    def encryptors(self, owners: Collection[str]) -> dict[str, Encryptor]:
+        """An :class:`Encryptor` for each of ``owners``' current DEKs, in one query per 500
+        owners. Owners without a current DEK get a new one; all new DEKs are flushed together.
+        If a concurrent transaction creates an owner's DEK first (the one-current-DEK index
+        refuses ours), its DEK is used.
+
+        Raises:
+            ValueError: an owner is empty or longer than 64 characters (nothing is created).
+            DecryptionError: a current DEK cannot be unwrapped.
+        """
+        for owner in owners:
+            _check_owner(owner)
+        current = self._current_of(owners)
+        created: dict[str, DataKey] = {}
+        for attempt in range(2):
+            missing = sorted(set(owners) - current.keys())
+            if not missing:
+                break
+            try:
+                with self._session.begin_nested():
+                    for owner in missing:
+                        created[owner] = self._create(owner, flush=False)
+                    self._session.flush()
+            except IntegrityError:
+                # A concurrent first encryption won for some owner: use the winners' DEKs.
+                for data_key in created.values():
+                    self._deks.pop(data_key.id, None)
+                created = {}
+                if attempt:
+                    raise
+                current.update(self._current_of(missing))
+                continue
+            current.update(created)
+            break
+        return {
+            owner: Encryptor(key.id, self._dek(key), new=owner in created)
+            for owner, key in current.items()
+        }
+
+    def preload(self, key_ids: Collection[str]) -> None:
+        """Unwrap and cache the DEKs ``key_ids`` names (retired or not) in one query per 500
+        ids, so the :meth:`decrypt` calls that follow need no query. Ids already cached or
+        without a DEK are skipped: :meth:`decrypt` raises for those as usual.
+
+        Raises:
+            UnknownKekError: a DEK is wrapped by a KEK that is not configured.
+            DecryptionError: a wrapped DEK was altered.
+        """
+        wanted = sorted(set(key_ids) - self._deks.keys())
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            for data_key in self._session.scalars(select(DataKey).where(DataKey.id.in_(chunk))):
+                self._dek(data_key)
 
     def _create_or_reread(self, owner: str) -> DataKey:
         """Create the owner's first DEK; if a concurrent transaction won that race (the
@@ -169,21 +259,38 @@ class Keyring:
         )
         return self._session.scalars(statement).first()
 
-    def _create(self, owner: str) -> DataKey:
+    def _current_of(self, owners: Collection[str]) -> dict[str, DataKey]:
+        """The current DEK row of each of ``owners`` that has one (the newest, as in
+        :meth:`_current`)."""
+        found: dict[str, DataKey] = {}
+        ordered = sorted(owners)
+        for start in range(0, len(ordered), _LOOKUP_CHUNK):
+            statement = (
+                select(DataKey)
+                .where(
+                    DataKey.owner.in_(ordered[start : start + _LOOKUP_CHUNK]),
+                    DataKey.retired_at.is_(None),
+                )
+                .order_by(DataKey.created_at, DataKey.id)  # the newest is kept
+            )
+            found.update((key.owner, key) for key in self._session.scalars(statement))
+        return found
+
+    def _create(self, owner: str, *, flush: bool = True) -> DataKey:
         """A new current DEK for ``owner``: random 256 bits wrapped under the primary KEK,
-        added and flushed.
+        added and (unless ``flush`` is false) flushed.
 
         Raises:
             ValueError: ``owner`` is empty or longer than 64 characters.
         """
-        if not owner or len(owner) > MAX_OWNER_LENGTH:
-            raise ValueError(f"owner must be 1-{MAX_OWNER_LENGTH} characters")
+        _check_owner(owner)
         key_id = secrets.token_hex(16)
         dek = secrets.token_bytes(aead.KEY_SIZE)
         kek_id, wrapped = self._keks.wrap(dek, _wrap_context(key_id, owner))
         data_key = DataKey(id=key_id, owner=owner, kek_id=kek_id, wrapped_key=wrapped)
         self._session.add(data_key)
-        self._session.flush()
+        if flush:
+            self._session.flush()
         self._deks[key_id] = dek
         return data_key
 
@@ -209,6 +316,12 @@ class Keyring:
         return self._keks.unwrap(
             data_key.kek_id, data_key.wrapped_key, _wrap_context(data_key.id, data_key.owner)
         )
+
+
+def _check_owner(owner: str) -> None:
+    """Raises ValueError unless ``owner`` is 1-64 characters."""
+    if not owner or len(owner) > MAX_OWNER_LENGTH:
+        raise ValueError(f"owner must be 1-{MAX_OWNER_LENGTH} characters")
 
 
 def _wrap_context(key_id: str, owner: str) -> str:

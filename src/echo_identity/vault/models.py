@@ -65,7 +65,12 @@ class Connection(Base):
     user's DEK, each bound to this row and field (``connection:<id>:access_token``)."""
 
     __tablename__ = "vault_connections"
-    __table_args__ = (UniqueConstraint("user_id", "provider_id"),)
+    # Half of each PostgreSQL page left free: DEK rotation then rewrites rows in place (HOT
+    # updates, no index entries); see migration 0007 and docs/key-rotation.md.
+    __table_args__ = (
+        UniqueConstraint("user_id", "provider_id"),
+        {"postgresql_with": {"fillfactor": 50}},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

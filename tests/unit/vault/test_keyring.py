@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from echo_identity.crypto import aead
@@ -303,3 +304,109 @@ def test_encrypt_after_destroy_uses_a_fresh_dek(session: Session) -> None:
 def test_owners_must_be_1_to_64_characters(session: Session, owner: str) -> None:
     with pytest.raises(ValueError, match="owner"):
         Keyring(session, LocalKekProvider([OLD_KEK])).encrypt(owner, b"token", "ctx")
+
+
+class StatementCounter:
+    """Counts the SQL statements an engine runs while it is active."""
+
+    def __init__(self, database: Database) -> None:
+        self._engine = database.engine
+        self.statements: list[str] = []
+
+    def _count(self, *args: object) -> None:
+        statement = str(args[2])
+        if not statement.startswith("BEGIN"):
+            self.statements.append(statement)
+
+    def __enter__(self) -> StatementCounter:
+        event.listen(self._engine, "after_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self._engine, "after_cursor_execute", self._count)
+
+
+def test_encryptor_encrypts_under_the_current_dek_like_encrypt(database: Database) -> None:
+    keks = LocalKekProvider([OLD_KEK])
+    with database.transaction() as session:
+        keyring = Keyring(session, keks)
+        first = keyring.encrypt(ALICE, b"one", ALICE_TOKEN)
+        encryptor = keyring.encryptor(ALICE)
+        second = encryptor.encrypt(b"two", "connection:1:access_token")
+    assert encryptor.key_id == aead.key_id_of(first) == aead.key_id_of(second)
+    assert not encryptor.new
+    assert "dek" not in repr(encryptor).lower().replace("key_id", "")
+    with database.session() as session:
+        keyring = Keyring(session, keks)
+        assert keyring.decrypt(second, "connection:1:access_token") == b"two"
+        with pytest.raises(DecryptionError):
+            keyring.decrypt(second, ALICE_TOKEN)
+
+
+def test_encryptors_reuse_current_deks_and_create_the_missing_in_one_flush(
+    database: Database,
+) -> None:
+    keks = RecordingKeks([OLD_KEK])
+    with database.transaction() as session:
+        Keyring(session, keks).encrypt(ALICE, b"token", ALICE_TOKEN)
+    owners = {ALICE, BOB, "user:3", "system"}
+    with database.transaction() as session, StatementCounter(database) as counter:
+        encryptors = Keyring(session, keks).encryptors(owners)
+    assert encryptors.keys() == owners
+    assert {owner for owner, e in encryptors.items() if e.new} == owners - {ALICE}
+    inserts = [s for s in counter.statements if s.startswith("INSERT INTO data_keys")]
+    selects = [s for s in counter.statements if s.startswith("SELECT")]
+    assert (len(inserts), len(selects)) == (1, 1)  # not one round trip per owner
+    stored = {key.owner: key.id for key in data_keys(database)}
+    assert {owner: e.key_id for owner, e in encryptors.items()} == stored
+
+
+def test_encryptors_use_a_dek_that_a_concurrent_transaction_created_first(
+    database: Database,
+) -> None:
+    if database.engine.dialect.name == "sqlite":
+        pytest.skip("on SQLite the write lock, taken at BEGIN, rules this race out")
+    keks = LocalKekProvider([OLD_KEK])
+    raced: list[bytes] = []
+
+    def create_alices_dek_after_the_lookup(*args: Any) -> None:
+        """Right after the batch lookup found no DEK for Alice, another transaction gives
+        her one (as the service's first encryption for her would)."""
+        statement: str = args[2]
+        if raced or not statement.startswith("SELECT data_keys.") or "IN (" not in statement:
+            return
+        with database.transaction() as other:
+            raced.append(Keyring(other, keks).encrypt(ALICE, b"first", ALICE_TOKEN))
+
+    event.listen(database.engine, "after_cursor_execute", create_alices_dek_after_the_lookup)
+    try:
+        with database.session() as session:
+            encryptors = Keyring(session, keks).encryptors({ALICE, BOB})
+            session.commit()
+    finally:
+        event.remove(database.engine, "after_cursor_execute", create_alices_dek_after_the_lookup)
+    assert len(raced) == 1
+    [winner] = [key for key in data_keys(database) if key.owner == ALICE]
+    assert encryptors[ALICE].key_id == winner.id
+    assert not encryptors[ALICE].new
+    assert encryptors[BOB].new
+
+
+def test_preload_unwraps_many_deks_in_one_query_and_decrypt_then_needs_none(
+    database: Database,
+) -> None:
+    keks = LocalKekProvider([OLD_KEK])
+    owners = [f"user:{n}" for n in range(1, 8)]
+    with database.transaction() as session:
+        keyring = Keyring(session, keks)
+        ciphertexts = {o: keyring.encrypt(o, o.encode(), f"connection:{o}:x") for o in owners}
+    with database.session() as session, StatementCounter(database) as counter:
+        keyring = Keyring(session, keks)
+        keyring.preload({aead.key_id_of(c) for c in ciphertexts.values()} | {"no-such-dek"})
+        loaded = len(counter.statements)
+        for owner, ciphertext in ciphertexts.items():
+            assert keyring.decrypt(ciphertext, f"connection:{owner}:x") == owner.encode()
+        with pytest.raises(UnknownDataKeyError):
+            keyring.decrypt(aead.encrypt(bytes(32), "no-such-dek", b"x", "c"), "c")
+    assert loaded == 1
+    assert len(counter.statements) == 2  # only the unknown DEK's lookup came after
