@@ -8,12 +8,15 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import MetaData, select, update
 
+from echo_identity.audit.alert_models import Alert
+from echo_identity.audit.detection import SETTLE, run_detection
 from echo_identity.audit.models import AuditEvent
 from echo_identity.audit.pseudonyms import Pseudonyms
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.models import TokenFamily
 from echo_identity.vault.models import Connection, ConnectionConsent
 from tests.factories import TestUser, create_user
+from tests.support.environment import settings_for
 from tests.support.server import LiveServer
 from tests.support.vault import (
     Upstream,
@@ -134,6 +137,15 @@ def test_invalid_grant_marks_the_connection_needs_reauth_and_records_it(
     assert connection is not None
     assert connection.status == "needs_reauth"
     assert [f.severity for f in failures] == ["high"]
+    # The detection pass (the worker's, run here directly) raises a high-severity alert.
+    run_detection(
+        database, settings_for(dev_server.env), now=utcnow() + SETTLE + timedelta(seconds=1)
+    )
+    with database.session() as session:
+        alerts = session.scalars(
+            select(Alert).where(Alert.rule == "vault_refresh_invalid_grant")
+        ).all()
+    assert [(a.severity, a.evidence) for a in alerts] == [("high", [failures[0].id])]
     # Later calls fail fast without bothering the provider again.
     again = fetch_vault_token(dev_server, bearer, user.sub, upstream.name)
     assert again.status_code == 409
