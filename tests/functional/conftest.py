@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.server import LiveServer, running_server
+from tests.support.vault import Upstream, connect_upstream
+
+_provider_names = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +25,16 @@ def prod_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     """A production-mode server behind one trusted proxy hop with an https issuer."""
     with running_server(tmp_path_factory.mktemp("prod"), production=True) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A second development server: the third-party OAuth provider of vault tests."""
+    with running_server(tmp_path_factory.mktemp("upstream")) as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(dev_server: LiveServer, upstream_server: LiveServer) -> Upstream:
+    """A freshly registered provider (its own upstream client) on the shared servers."""
+    return connect_upstream(dev_server, upstream_server, f"idp{next(_provider_names)}")

@@ -199,3 +199,25 @@ def client_credentials_token(server: LiveServer, client: RegisteredClient) -> di
     assert response.status_code == 200, response.text
     token: dict[str, Any] = response.json()
     return token
+
+
+def log_audience(server: LiveServer) -> str:
+    """The default audience of /log tokens (``ECHO_LOG_AUDIENCE`` unset)."""
+    return server.env["ECHO_ISSUER"].rstrip("/") + "/log"
+
+
+def log_client(
+    server: LiveServer, scope: str = "logs:write", audience: str = ""
+) -> RegisteredClient:
+    """A service allowed to ship logs to /log (client_credentials, log audience)."""
+    return register_client(
+        server,
+        "--name",
+        "Billing service",
+        "--grant-type",
+        "client_credentials",
+        "--scope",
+        scope,
+        "--audience",
+        audience or log_audience(server),
+    )

@@ -23,30 +23,11 @@ from tests.support.environment import settings_for
 from tests.support.oidc import (
     RegisteredClient,
     client_credentials_token,
-    register_client,
+    log_audience,
+    log_client,
     sign_as_server,
 )
 from tests.support.server import LiveServer
-
-
-def log_audience(server: LiveServer) -> str:
-    return server.env["ECHO_ISSUER"].rstrip("/") + "/log"
-
-
-def log_client(
-    server: LiveServer, scope: str = "logs:write", audience: str = ""
-) -> RegisteredClient:
-    return register_client(
-        server,
-        "--name",
-        "Billing service",
-        "--grant-type",
-        "client_credentials",
-        "--scope",
-        scope,
-        "--audience",
-        audience or log_audience(server),
-    )
 
 
 @pytest.fixture(scope="module")
