@@ -343,7 +343,7 @@ def load_settings(
 
 
 def _check_monitoring(settings: Settings) -> None:
-    from echo_identity.audit.rules import BusinessHours  # pure module, no app imports
+    from echo_identity.audit.business_hours import BusinessHours  # pure, no app imports
 
     try:
         BusinessHours.parse(

@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from echo_identity.audit.alert_models import DetectionCursor
 from echo_identity.audit.alerts import raise_alert
+from echo_identity.audit.business_hours import BusinessHours
 from echo_identity.audit.events import EventType
 from echo_identity.audit.models import AuditEvent
 from echo_identity.audit.records import EventRecord
 from echo_identity.audit.rules import (
-    BusinessHours,
     History,
     Thresholds,
     evaluate,
