@@ -33,6 +33,7 @@ class EventType(StrEnum):
     KEY_ROTATED = "key.rotated"
     CLIENT_CREATED = "admin.client.created"
     CLIENT_DISABLED = "admin.client.disabled"
+    AUDIT_EVENTS_READ = "admin.audit.events_read"
     PSEUDONYM_FORGOTTEN = "privacy.pseudonym.forgotten"  # a user's pseudonym map row deleted
 
 

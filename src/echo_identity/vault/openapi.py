@@ -1,8 +1,10 @@
-"""The OpenAPI 3.1 description of the /api/v1 vault surface."""
+"""The OpenAPI 3.1 description of the /api/v1 surface: the vault API and the audit events API."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from echo_identity.audit.event_search import DEFAULT_LIMIT, MAX_LIMIT
 
 _ERROR = {
     "type": "object",
@@ -33,15 +35,61 @@ _PARAMS = [
     },
 ]
 _PROVIDER = {"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}}
+_TEXT = {"type": "string", "maxLength": 128}
+_MOMENT = {"type": "string", "format": "date-time"}
+_AUDIT_FILTERS = [
+    {
+        "name": "type",
+        "in": "query",
+        "schema": _TEXT,
+        "description": "An event type, or a prefix ending in `.*` (`auth.login.*`).",
+    },
+    {"name": "outcome", "in": "query", "schema": _TEXT},
+    {"name": "client_id", "in": "query", "schema": _TEXT},
+    {"name": "actor", "in": "query", "schema": _TEXT},
+    {"name": "since", "in": "query", "schema": _MOMENT, "description": "Inclusive, ISO 8601."},
+    {"name": "until", "in": "query", "schema": _MOMENT, "description": "Exclusive, ISO 8601."},
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "The `next_cursor` of the previous page.",
+    },
+]
+_AUDIT_EVENT = {
+    "type": "object",
+    "required": ["id", "occurred_at", "event_type", "outcome", "severity"],
+    "properties": {
+        "id": {"type": "integer"},
+        "occurred_at": _MOMENT,
+        "event_type": {"type": "string"},
+        "outcome": {"type": "string"},
+        "severity": {"type": "string", "enum": ["info", "warning", "high"]},
+        "actor": {"type": ["string", "null"]},
+        "subject": {"type": ["string", "null"], "description": "A pseudonym for people."},
+        "client_id": {"type": ["string", "null"]},
+        "ip": {"type": ["string", "null"]},
+        "user_agent": {"type": ["string", "null"]},
+        "request_id": {"type": ["string", "null"]},
+        "token_fingerprint": {"type": ["string", "null"], "description": "sha256(token)[:12]"},
+        "details": {"type": "object"},
+    },
+}
 
 
 def openapi_document(issuer: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "Echo Identity token vault",
+            "title": "Echo Identity API",
             "version": "1",
-            "description": "Fresh third-party OAuth tokens for authorised backend services.",
+            "description": "Fresh third-party OAuth tokens for authorised backend services, "
+            "and the audit trail for SIEMs and auditors.",
         },
         "servers": [{"url": issuer.rstrip("/") + "/api/v1"}],
         "security": [{"bearer": []}],
@@ -52,11 +100,12 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "Access token from Echo Identity with vault:read "
-                    "(vault:revoke for DELETE).",
+                    "(vault:revoke for DELETE; audit:read for /audit/events).",
                 },
             },
             "schemas": {
                 "Error": _ERROR,
+                "AuditEvent": _AUDIT_EVENT,
                 "Connection": {
                     "type": "object",
                     "required": ["provider", "status", "scope", "connected_at"],
@@ -158,6 +207,45 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                     "responses": {
                         "204": {"description": "Revoked and deleted"},
                         **{k: v for k, v in _ERRORS.items() if k != "400"},
+                    },
+                },
+            },
+            "/audit/events": {
+                "get": {
+                    "operationId": "listAuditEvents",
+                    "summary": "Audit events, newest first, one page at a time (scope "
+                    "audit:read). Each read is itself recorded.",
+                    "parameters": _AUDIT_FILTERS,
+                    "responses": {
+                        "200": {
+                            "description": "A page of events",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["events", "next_cursor"],
+                                        "properties": {
+                                            "events": {
+                                                "type": "array",
+                                                "items": {
+                                                    "$ref": "#/components/schemas/AuditEvent"
+                                                },
+                                            },
+                                            "next_cursor": {"type": ["string", "null"]},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "400": {
+                            "description": "A query parameter is invalid",
+                            "content": _ERRORS["400"]["content"],
+                        },
+                        "401": _ERRORS["401"],
+                        "403": {
+                            "description": "The token lacks audit:read",
+                            "content": _ERRORS["403"]["content"],
+                        },
                     },
                 },
             },

@@ -170,3 +170,17 @@ def test_events_carry_fingerprints_never_tokens_or_secrets(
     for secret in [client.client_secret or "", *issued, token]:
         assert secret
         assert secret not in response.text
+
+
+def test_every_read_of_the_trail_is_itself_recorded_with_its_filters(
+    dev_server: LiveServer,
+) -> None:
+    reader = auditor(dev_server)
+    marker = f"no.such.type.{time.time_ns()}"
+    assert events(dev_server, reader, type=marker) == []
+    [read] = events(dev_server, reader, type="admin.audit.events_read", limit=1)
+    assert read["details"]["filters"] == {"type": marker}
+    assert read["details"]["returned"] == 0
+    assert read["client_id"] is not None
+    assert read["token_fingerprint"] is not None
+    assert reader not in str(read)

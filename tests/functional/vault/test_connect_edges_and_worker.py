@@ -7,6 +7,7 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import select, update
 
+from echo_identity.audit.event_search import FILTERS
 from echo_identity.db import Database, utcnow
 from echo_identity.vault.models import Connection
 from tests.factories import TestUser
@@ -134,20 +135,18 @@ def test_worker_deletes_expired_tokens_that_cannot_be_refreshed(
     assert connection.status == "expired"
 
 
-def test_openapi_document_describes_exactly_the_vault_routes(dev_server: LiveServer) -> None:
+def test_openapi_document_describes_exactly_the_api_v1_routes(dev_server: LiveServer) -> None:
     document = httpx.get(f"{dev_server.base_url}/api/v1/openapi.json").json()
     assert document["openapi"].startswith("3.1")
-    assert set(document["paths"]) == {
-        "/users/{sub}/connections",
-        "/users/{sub}/connections/{provider}/token",
-        "/users/{sub}/connections/{provider}",
-    }
     operations = {(path, method) for path, item in document["paths"].items() for method in item}
     assert operations == {
         ("/users/{sub}/connections", "get"),
         ("/users/{sub}/connections/{provider}/token", "post"),
         ("/users/{sub}/connections/{provider}", "delete"),
+        ("/audit/events", "get"),
     }
+    filters = {p["name"] for p in document["paths"]["/audit/events"]["get"]["parameters"]}
+    assert filters == set(FILTERS)  # every filter the API accepts, and only those
 
 
 def test_providers_list_never_shows_the_client_secret(
