@@ -45,7 +45,6 @@ from typing import Any, cast
 import sqlalchemy
 from sqlalchemy import Table, insert
 
-from echo_identity.accounts.models import User
 from echo_identity.audit.alert_models import Alert
 from echo_identity.audit.metrics import AuditCounters
 from echo_identity.db import Database, utcnow
@@ -53,7 +52,7 @@ from echo_identity.idp.models import SigningKey
 from echo_identity.vault.models import Connection, DataKey, Provider
 
 # Shared with the other benchmarks (this directory is on sys.path when a script in it runs).
-from scratch_database import database_at  # isort: skip
+from scratch_database import add_users, database_at  # isort: skip
 
 CEILING = 10.0  # seconds
 CHUNK = 50_000
@@ -182,21 +181,7 @@ def fill_state(database: Database) -> None:
                     "activates_at": now - timedelta(days=days),
                 },
             )
-        session.execute(
-            insert(cast(Table, User.__table__)),
-            [
-                {
-                    "id": n,
-                    "sub": f"00000000-0000-4000-8000-{n:012d}",
-                    "username": f"user{n}",
-                    "email": f"user{n}@example.org",
-                    "password_hash": "!",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for n in range(1, 1001)
-            ],
-        )
+        add_users(session, 1000, now)
         session.execute(
             insert(cast(Table, DataKey.__table__)),
             [

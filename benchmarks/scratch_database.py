@@ -10,12 +10,15 @@ import contextlib
 import secrets
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.orm import Session
 
 from echo_identity import migrations
+from echo_identity.accounts.models import User
 from echo_identity.config import database_url_for_sqlalchemy
 from echo_identity.db import Database
 
@@ -51,3 +54,22 @@ def database_at(url: str | None, name: str, application_name: str = "") -> Itera
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def add_users(session: Session, count: int, now: datetime) -> None:
+    """Users 1..``count`` with predictable subs and names and no usable password."""
+    session.execute(
+        insert(User),
+        [
+            {
+                "id": n,
+                "sub": f"00000000-0000-4000-8000-{n:012d}",
+                "username": f"user{n}",
+                "email": f"user{n}@example.org",
+                "password_hash": "!",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in range(1, count + 1)
+        ],
+    )

@@ -45,7 +45,6 @@ import sqlalchemy
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import insert, select, text
 
-from echo_identity.accounts.models import User
 from echo_identity.crypto import aead
 from echo_identity.crypto.kek import LocalKekProvider
 from echo_identity.db import Database, utcnow
@@ -55,7 +54,7 @@ from echo_identity.vault.rotation import DEFAULT_BATCH_SIZE, ENCRYPTED_FIELDS, r
 
 # Shared with the other benchmarks (this directory is on sys.path when a script in it runs):
 # the scratch database, and the token benchmark's CPU ticks and wait for a quiet machine.
-from scratch_database import database_at  # isort: skip
+from scratch_database import add_users, database_at  # isort: skip
 from token_endpoint import BUSY_WARNING, cpu_ticks_by_process, wait_for_quiet  # isort: skip
 
 FLOOR = 50_000  # re-encrypted records per second
@@ -80,21 +79,7 @@ def fill(database: Database, keks: LocalKekProvider, rows: int, users: int) -> N
     providers = -(-rows // users)
     now = utcnow()
     with database.transaction() as session:
-        session.execute(
-            insert(User),
-            [
-                {
-                    "id": n,
-                    "sub": f"00000000-0000-4000-8000-{n:012d}",
-                    "username": f"user{n}",
-                    "email": f"user{n}@example.org",
-                    "password_hash": "!",
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for n in range(1, users + 1)
-            ],
-        )
+        add_users(session, users, now)
         keyring = Keyring(session, keks)
         for n in range(1, providers + 1):
             session.execute(
