@@ -7,10 +7,11 @@ since the read, so a token that a concurrent refresh has just written is never r
 stale data. No transaction stays open between batches: readers and writers of the service
 never wait long on the rotation, and PostgreSQL can prune each batch's old row versions.
 
-How a batch is written depends on the database (see :class:`_ArrayUpdate`): on PostgreSQL
-with psycopg one ``UPDATE … FROM unnest(arrays)`` per batch, elsewhere one precompiled
-``UPDATE`` per row through the driver's ``executemany``. The rotation itself (phases 1 and 3,
-and which columns are encrypted) lives in :mod:`echo_identity.vault.rotation`.
+How a batch is written depends on the database: on PostgreSQL with psycopg one ``UPDATE …
+FROM unnest(arrays)`` per batch, elsewhere one precompiled ``UPDATE`` per row through the
+driver's ``executemany``; those statements live in :mod:`echo_identity.vault.encrypted_tables`.
+The rotation itself (phases 1 and 3, and which columns are encrypted) lives in
+:mod:`echo_identity.vault.rotation`.
 
 Errors: :func:`reencrypt` raises nothing for a single unreadable ciphertext; it reports the
 row in :attr:`Reencryption.failures` and leaves it as it is.
@@ -22,14 +23,15 @@ import contextlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
-from sqlalchemy import Column, Dialect, bindparam, func, inspect, or_, select, update
 from sqlalchemy import Connection as SqlConnection
+from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from echo_identity.crypto import aead
 from echo_identity.crypto.aead import DecryptionError
+from echo_identity.vault.encrypted_tables import Batch, EncryptedTable
 from echo_identity.vault.keyring import Encryptor, Keyring
 
 # A transaction that only reads. On SQLite it must not take the write lock (see db.py).
@@ -111,47 +113,6 @@ def reencrypt(
     return report
 
 
-class _Slot(NamedTuple):
-    """One encrypted field of a table: where its owner and ciphertext sit in a read row, and
-    its context template split around ``{row}``, because concatenating the parts (once per
-    ciphertext) costs less than ``str.format``."""
-
-    field: EncryptedField
-    owner_at: int
-    ciphertext_at: int
-    context_head: str
-    context_tail: str
-    owners: dict[object, str]  # owner column value -> owner, filled as rows are met
-
-    @classmethod
-    def of(cls, encrypted: EncryptedField, owner_at: int) -> _Slot:
-        head, _, tail = encrypted.context.partition("{row}")
-        if f"{head}{{row}}{tail}".format(row="\0") != f"{head}\0{tail}":
-            raise ValueError(f"{encrypted.name}: context needs exactly one {{row}} and no braces")
-        return cls(encrypted, owner_at, owner_at + 1, head, tail, {})
-
-    def owner_for(self, value: object) -> str:
-        owner = self.owners.get(value)
-        if owner is None:
-            owner = self.owners[value] = self.field.owner_for(value)
-        return owner
-
-
-@dataclass
-class _Batch:
-    """One batch after re-encryption: for each changed row its key and, per slot, the
-    ciphertext that was read (``old``) and the one to write (``new``, the same when that
-    slot was not re-encrypted)."""
-
-    table: _EncryptedTable
-    keys: list[Any]
-    old: list[list[bytes | None]]
-    new: list[list[bytes | None]]
-    examined: int
-    reencrypted: int
-    changed_concurrently: int = 0
-
-
 class _Run:
     """Phase 2. This thread reads each batch through its own read-only connection and
     re-encrypts it, using the session only through the Keyring. A writer thread applies the
@@ -200,8 +161,8 @@ class _Run:
                     reader.scalar(select(func.count()).where(f.column.is_not(None))) or 0
                     for f in self._fields
                 )
-            in_flight: Future[_Batch] | None = None
-            for table in _EncryptedTable.all(self._fields, engine.dialect):
+            in_flight: Future[Batch] | None = None
+            for table in EncryptedTable.all(self._fields, engine.dialect):
                 for batch in self._batches(table, reader):
                     if in_flight is not None:
                         self._written(in_flight)
@@ -209,7 +170,7 @@ class _Run:
             if in_flight is not None:
                 self._written(in_flight)
 
-    def _batches(self, table: _EncryptedTable, reader: SqlConnection) -> Iterator[_Batch]:
+    def _batches(self, table: EncryptedTable, reader: SqlConnection) -> Iterator[Batch]:
         """``table``'s rows, batch by batch, with their ciphertexts under retired DEKs
         re-encrypted. No transaction stays open while a batch is handed over."""
         read = table.read.limit(self._batch_size)
@@ -222,7 +183,7 @@ class _Run:
             last = rows[-1][0]
             yield self._reencrypt_batch(table, rows)
 
-    def _reencrypt_batch(self, table: _EncryptedTable, rows: Sequence[Any]) -> _Batch:
+    def _reencrypt_batch(self, table: EncryptedTable, rows: Sequence[Any]) -> Batch:
         # (row, slot, owner) of each ciphertext under a retired DEK
         stale: list[tuple[Any, int, str]] = []
         stale_key_ids: set[str] = set()
@@ -255,7 +216,7 @@ class _Run:
             reencrypted += 1
         if self._session.in_transaction():
             self._session.commit()
-        return _Batch(
+        return Batch(
             table,
             list(changed),
             [old for old, _ in changed.values()],
@@ -338,7 +299,7 @@ class _Run:
             ReencryptionFailure(encrypted.name, str(row_key), exc.code, str(exc))
         )
 
-    def _write(self, connection: SqlConnection, batch: _Batch) -> _Batch:
+    def _write(self, connection: SqlConnection, batch: Batch) -> Batch:
         """Apply ``batch`` in one transaction of ``connection`` (on the writer thread), keeping
         in it only the rows that were written."""
         if batch.keys:
@@ -359,7 +320,7 @@ class _Run:
                     batch.changed_concurrently = len(batch.old) - len(kept)
         return batch
 
-    def _written(self, write: Future[_Batch]) -> None:
+    def _written(self, write: Future[Batch]) -> None:
         """Wait for ``write`` (re-raising its error), count it and report progress."""
         batch = write.result()
         self._report.ciphertexts += batch.examined
@@ -368,143 +329,3 @@ class _Run:
         if self._progress is not None:
             done = self._report.ciphertexts
             self._progress(done, max(self._total, done))
-
-
-class _EncryptedTable:
-    """The encrypted fields of one table, re-encrypted together: one read per batch and one
-    write per batch (see :attr:`writer`)."""
-
-    def __init__(self, fields: tuple[EncryptedField, ...], dialect: Dialect) -> None:
-        mapper = inspect(fields[0].column.class_)
-        self.table = mapper.local_table
-        self.key: Column[Any] = mapper.primary_key[0]
-        self.fields = fields
-        self.slots: list[_Slot] = []
-        columns: list[Any] = [self.key]
-        for encrypted in fields:
-            self.slots.append(_Slot.of(encrypted, len(columns)))
-            owner = encrypted.owner_column if encrypted.owner_column is not None else self.key
-            columns += [owner, encrypted.column]
-        self.read = (
-            select(*columns)
-            .where(or_(*(encrypted.column.is_not(None) for encrypted in fields)))
-            .order_by(self.key)
-        )
-        self.writer: _Writer = (
-            _ArrayUpdate(self, dialect)
-            if (dialect.name, dialect.driver) == ("postgresql", "psycopg")
-            else _RowUpdates(self, dialect)
-        )
-
-    @classmethod
-    def all(cls, fields: Collection[EncryptedField], dialect: Dialect) -> list[_EncryptedTable]:
-        """One per table of ``fields``, in the order the tables first appear."""
-        by_table: dict[Any, list[EncryptedField]] = {}
-        for encrypted in fields:
-            by_table.setdefault(encrypted.column.class_, []).append(encrypted)
-        return [cls(tuple(group), dialect) for group in by_table.values()]
-
-    def stored(self, connection: SqlConnection, keys: list[Any]) -> dict[Any, list[Any]]:
-        """The ciphertexts now stored in the rows with these primary keys."""
-        columns = [encrypted.column for encrypted in self.fields]
-        statement = select(self.key, *columns).where(self.key.in_(keys))
-        return {row[0]: list(row[1:]) for row in connection.execute(statement)}
-
-
-class _Writer(Protocol):
-    """Writes a batch: each row only if all its ciphertexts are still the ones read, so a
-    concurrent refresh always wins. Columns with an ``onupdate`` default (``updated_at``)
-    keep their value: re-encryption changes no data."""
-
-    def update(self, connection: SqlConnection, batch: _Batch) -> int:
-        """Apply ``batch``; returns how many rows still held the old ciphertexts and were
-        updated."""
-
-
-class _RowUpdates:
-    """One ``UPDATE <table> SET <field> = ?, ... WHERE <key> = ? AND <field> IS NOT DISTINCT
-    FROM ? AND ...`` per row. The SQL is compiled once and run through the driver's
-    ``executemany``, because SQLAlchemy's per-row bind processing costs more than the update
-    itself. On SQLite, in-process, this is the fastest way."""
-
-    def __init__(self, table: _EncryptedTable, dialect: Dialect) -> None:
-        slots = range(len(table.slots))
-        statement = (
-            update(table.table)
-            .where(
-                table.key == bindparam("b_key"),
-                *(
-                    slot.field.column.is_not_distinct_from(bindparam(f"old_{i}"))
-                    for i, slot in enumerate(table.slots)
-                ),
-            )
-            .values(
-                {slot.field.column: bindparam(f"new_{i}") for i, slot in enumerate(table.slots)}
-                | {column: column for column in table.table.columns if column.onupdate is not None}
-            )
-        )
-        compiled = statement.compile(dialect=dialect)
-        self._sql = str(compiled)
-        names = ["b_key"] + [f"{kind}_{i}" for i in slots for kind in ("old", "new")]
-        order = compiled.positiontup if compiled.positional else None
-        # Where each bound parameter comes from in (key, old_0, new_0, old_1, new_1, ...).
-        self._order = [names.index(name) for name in order] if order is not None else None
-        self._names = names
-
-    def update(self, connection: SqlConnection, batch: _Batch) -> int:
-        rows = [
-            [key, *(value for pair in zip(old, new, strict=True) for value in pair)]
-            for key, old, new in zip(batch.keys, batch.old, batch.new, strict=True)
-        ]
-        parameters: list[Any]
-        if self._order is not None:
-            parameters = [tuple(row[i] for i in self._order) for row in rows]
-        else:
-            parameters = [dict(zip(self._names, row, strict=True)) for row in rows]
-        return connection.exec_driver_sql(self._sql, parameters).rowcount
-
-
-class _ArrayUpdate:
-    """One statement per batch on PostgreSQL with psycopg::
-
-        UPDATE <table> AS target SET <field> = batch.new_0, ...
-        FROM unnest(<keys>, <old_0>, <new_0>, ...) AS batch(key, old_0, new_0, ...)
-        WHERE target.<key> = batch.key AND target.<key> BETWEEN <first> AND <last>
-          AND target.<field> IS NOT DISTINCT FROM batch.old_0 AND ...
-
-    The arrays travel in psycopg's binary format (``%b``), which costs a few microseconds per
-    row; the text format escapes every byte of every ciphertext and costs ten times more. The
-    key range lets the planner read only the batch's part of the primary-key index. Only
-    ciphertext columns change, and none is indexed, so with free space in the page
-    (``fillfactor``, migration 0007) PostgreSQL updates the rows in place (HOT) instead of
-    adding an entry to every index of the table.
-    """
-
-    def __init__(self, table: _EncryptedTable, dialect: Dialect) -> None:
-        quote = dialect.identifier_preparer.quote
-        key = quote(table.key.name)
-        columns = [quote(slot.field.column.property.columns[0].name) for slot in table.slots]
-        types = [slot.field.column.type.compile(dialect) for slot in table.slots]
-        arrays = [f"%b::{table.key.type.compile(dialect)}[]"] + [
-            f"%b::{type_}[], %b::{type_}[]" for type_ in types
-        ]
-        names = ["key"] + [f"old_{i}, new_{i}" for i in range(len(columns))]
-        # Built only from the mapped table's identifiers (quoted by the dialect) and column
-        # types; every value travels as a bound parameter.
-        self._sql = (
-            f"UPDATE {dialect.identifier_preparer.format_table(table.table)} AS target SET "  # noqa: S608
-            + ", ".join(f"{column} = batch.new_{i}" for i, column in enumerate(columns))
-            + f" FROM unnest({', '.join(arrays)}) AS batch({', '.join(names)})"
-            + f" WHERE target.{key} = batch.key AND target.{key} BETWEEN %b AND %b"
-            + "".join(
-                f" AND target.{column} IS NOT DISTINCT FROM batch.old_{i}"
-                for i, column in enumerate(columns)
-            )
-        )
-
-    def update(self, connection: SqlConnection, batch: _Batch) -> int:
-        arrays: list[Any] = [batch.keys]
-        for i in range(len(batch.old[0])):
-            arrays += [[old[i] for old in batch.old], [new[i] for new in batch.new]]
-        parameters = (*arrays, batch.keys[0], batch.keys[-1])
-        return connection.exec_driver_sql(self._sql, parameters).rowcount
