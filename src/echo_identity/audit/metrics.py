@@ -7,11 +7,11 @@ Two sources, chosen so every granian worker process reports the same numbers:
   turns them into counters. They are exact across any number of workers and hosts, survive
   restarts, and cannot disagree with the audit trail or the security report. (A counter only
   goes down when old events are purged, which Prometheus treats as a counter reset.)
-- **HTTP request counters live in the process** (prometheus-client). With several workers, set
-  ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory, private to the service and emptied at
-  each start: prometheus-client's multiprocess mode then sums every worker's values at scrape
-  time. prometheus-client reads that variable when it is imported, before settings exist,
-  which is why it is not an ``ECHO_*`` setting.
+- **HTTP request counters live in the process** (prometheus-client). With several workers,
+  prometheus-client's multiprocess mode sums every worker's values at scrape time from files in
+  ``PROMETHEUS_MULTIPROC_DIR``, which ``echo-identity serve`` provides (``cli/serve.py``
+  ``_metrics_directory``). prometheus-client reads that variable when it is imported, before
+  settings exist, which is why it is not an ``ECHO_*`` setting.
 
 Access: Keycloak and Ory Hydra serve metrics on a separate management/admin listener without
 authentication. Echo Identity has one listener, so ``/metrics`` needs ``ECHO_METRICS_TOKEN``

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import click
 
 from echo_identity.cli.runtime import database_or_exit, settings_or_exit
@@ -44,6 +50,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     """
     settings = settings_or_exit()
     database = database_or_exit(settings)
+    _metrics_directory(workers)
     with database.session() as session:  # first start: one key per algorithm, before workers
         SigningKeyStore(
             session, keyring_factory(settings)(session), key_schedule(settings)
@@ -66,3 +73,22 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         blocking_threads=threads,
         log_dictconfig=_GRANIAN_LOGGING,
     ).serve()
+
+
+def _metrics_directory(workers: int) -> None:
+    """Give prometheus-client's multiprocess mode a directory that is empty at start.
+
+    With several workers, /metrics must sum every worker's request counters; prometheus-client
+    does that through files in ``PROMETHEUS_MULTIPROC_DIR``, read when the library is first
+    imported (in each worker, after this runs). An operator's directory is emptied of stale
+    files; without one, a private temporary directory is made for this run and removed at exit.
+    """
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        for stale in Path(configured).glob("*.db"):
+            stale.unlink()
+        return
+    if workers > 1:
+        directory = tempfile.mkdtemp(prefix="echo-identity-metrics-")
+        atexit.register(shutil.rmtree, directory, True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory

@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from echo_identity.audit.alert_models import Alert
@@ -98,18 +99,20 @@ def test_production_server_without_a_metrics_token_does_not_serve_metrics(
     assert "echo_http_requests" not in response.text
 
 
+@pytest.mark.parametrize(
+    "operator_directory", [True, False], ids=["operator-dir", "serve-made-dir"]
+)
 def test_several_workers_report_the_same_totals_and_the_metrics_token_is_required(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, operator_directory: bool
 ) -> None:
     token = secrets.token_urlsafe(32)
-    directory = tmp_path / "prometheus"
-    directory.mkdir()
-    env = app_environment(
-        tmp_path / "var",
-        database_url,
-        ECHO_METRICS_TOKEN=token,
-        PROMETHEUS_MULTIPROC_DIR=str(directory),
-    )
+    extra = {"ECHO_METRICS_TOKEN": token}
+    if operator_directory:  # left over from an earlier run: serve must empty it first
+        directory = tmp_path / "prometheus"
+        directory.mkdir()
+        (directory / "counter_4242.db").write_bytes(b"stale values of a dead worker")
+        extra["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    env = app_environment(tmp_path / "var", database_url, **extra)
     server = start_server(env, tmp_path / "server.log", workers=2)
     try:
         assert httpx.get(f"{server.base_url}/metrics").status_code == 401
