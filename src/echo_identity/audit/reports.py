@@ -231,12 +231,24 @@ class SecurityReportBuilder:
             signing_keys=self._signing_keys(now),
             data_key_max_age_days=self._policy.data_key_max_age_days,
             data_keys=self._data_keys(now),
-            cleanup=[
-                CleanupCount(event_type, count)
-                for event_type, count in sorted(by_type.items())
-                if event_type.endswith(CLEANUP_SUFFIXES)
-            ],
+            cleanup=self._cleanup(window, by_type),
         )
+
+    def _cleanup(self, window: ColumnElement[bool], by_type: dict[str, int]) -> list[CleanupCount]:
+        """Rows cleaned up, by event type: a purge event carries its row count in
+        ``details.count``; an event without one (``vault.token.expired``) stands for one row."""
+        kinds = [name for name in by_type if name.endswith(CLEANUP_SUFFIXES)]
+        if not kinds:
+            return []
+        rows = self._session.execute(
+            select(
+                EVENTS.c.event_type,
+                func.sum(func.coalesce(EVENTS.c.details["count"].as_integer(), 1)),
+            )
+            .where(window, EVENTS.c.event_type.in_(kinds))
+            .group_by(EVENTS.c.event_type)
+        )
+        return [CleanupCount(str(kind), int(total)) for kind, total in sorted(rows)]
 
     def _counts_by_type(self, window: ColumnElement[bool]) -> dict[str, int]:
         rows = self._session.execute(

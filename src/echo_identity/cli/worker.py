@@ -30,9 +30,10 @@ def worker(once: bool, as_json: bool) -> None:
                 "failed": result.failed,
                 "expired": result.expired,
                 "sealed": result.sealed,
+                "purged": result.purged,
             },
             f"refreshed {result.refreshed}, failed {result.failed}, expired {result.expired}, "
-            f"sealed {result.sealed}",
+            f"sealed {result.sealed}, purged {sum(result.purged.values())}",
             as_json=as_json,
         )
         return

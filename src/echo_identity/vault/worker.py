@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 
@@ -20,6 +20,7 @@ from echo_identity.audit.monitoring import monitoring_pass
 from echo_identity.audit.sealer import seal_events
 from echo_identity.audit.service import record
 from echo_identity.db import Database, utcnow
+from echo_identity.idp.cleanup import purge_expired
 from echo_identity.logs import get_logger
 from echo_identity.vault.models import Connection
 from echo_identity.vault.runtime import VaultRuntime
@@ -34,6 +35,7 @@ class PassResult:
     failed: int
     expired: int
     sealed: int = 0
+    purged: dict[str, int] = field(default_factory=dict)
 
 
 def claim_due(database: Database, limit: int = BATCH_SIZE) -> list[int]:
@@ -102,11 +104,22 @@ def run_pass(database: Database, runtime: VaultRuntime) -> PassResult:
                 session.rollback()
                 failed += 1
     expired = expire_dead_tokens(database)
+    purged = purge_provider_tables(database, runtime)
     monitoring_pass(database, runtime.settings)  # detection rules, then alert delivery
     if refreshed or failed or expired:
         log.info("vault_worker_pass", refreshed=refreshed, failed=failed, expired=expired)
     sealed = seal_audit_events(database, runtime)  # last: after the events this pass recorded
-    return PassResult(refreshed, failed, expired, sealed)
+    return PassResult(refreshed, failed, expired, sealed, purged)
+
+
+def purge_provider_tables(database: Database, runtime: VaultRuntime) -> dict[str, int]:
+    """Delete expired codes, token families and access-token records (``idp/cleanup.py``);
+    a failure is logged and retried next pass. Returns the counts by audit event type."""
+    try:
+        return purge_expired(database, runtime.settings)
+    except Exception:  # housekeeping must never stop the vault work
+        log.exception("provider_cleanup_failed")
+        return {}
 
 
 def seal_audit_events(database: Database, runtime: VaultRuntime) -> int:

@@ -85,6 +85,9 @@ def report(database: Database) -> SecurityReport:
         *[event(inside, "vault.token.read", client_id="svc-b", ip="198.51.100.2")] * 2,
         event(inside, "vault.token.denied", outcome="failure", client_id="svc-b"),
         *[event(inside, "vault.token.expired", actor="worker")] * 3,
+        event(inside, "oauth.code.purged", actor="worker", details={"count": 40}),
+        event(inside, "oauth.code.purged", actor="worker", details={"count": 2}),
+        event(outside, "oauth.code.purged", actor="worker", details={"count": 1000}),
         # Outside the window: must not be counted anywhere.
         *[event(outside, "auth.login.success", ip="203.0.113.5")] * 5,
         *[event(outside, "oauth.token.issued", client_id="app-a")] * 5,
@@ -152,7 +155,7 @@ def alert(moment: datetime, rule: str, severity: str, occurrences: int = 1) -> d
 
 
 def test_counts_only_events_inside_the_window(report: SecurityReport) -> None:
-    assert report.total_events == 17
+    assert report.total_events == 19  # the 1,000-row purge outside is not counted either
     assert (report.logins.success, report.logins.failure, report.logins.locked) == (2, 3, 1)
     [day] = report.daily_logins
     assert (day.success, day.failure, day.locked) == (2, 3, 1)
@@ -196,7 +199,11 @@ def test_connections_needing_reauthentication_and_cleanups_are_reported(
 ) -> None:
     assert report.needs_reauth_total == 1
     assert report.needs_reauth[0].provider == "github"
-    assert [(c.event_type, c.count) for c in report.cleanup] == [("vault.token.expired", 3)]
+    # Purge events carry their row count; an expired vault token is one event per row.
+    assert [(c.event_type, c.count) for c in report.cleanup] == [
+        ("oauth.code.purged", 42),
+        ("vault.token.expired", 3),
+    ]
 
 
 def leaves(value: Any) -> list[str]:
