@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -62,6 +63,12 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 
     from granian import Granian  # imported late: it is heavy and only serve needs it
     from granian.constants import Interfaces
+
+    # Start workers as fresh interpreters, never as forks of this process: in development it
+    # runs the background worker thread, and a fork taken while that thread holds a lock (or
+    # uses a database connection) leaves the lock held forever in the child, whose requests
+    # then hang. Each worker builds its own app anyway (the factory below).
+    multiprocessing.set_start_method("spawn", force=True)
 
     Granian(
         "echo_identity.wsgi:create_wsgi_app",
