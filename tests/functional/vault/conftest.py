@@ -22,5 +22,3 @@ def database(dev_server: LiveServer) -> Iterator[Database]:
     db = Database(dev_server.env["ECHO_DATABASE_URL"])
     yield db
     db.dispose()
-
-
