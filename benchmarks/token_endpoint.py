@@ -528,6 +528,17 @@ def machine() -> dict[str, Any]:
 # --- modes -----------------------------------------------------------------------------------
 
 
+def _load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """How wrk loads a server (recorded in the report as given)."""
+    return {
+        "duration": args.duration,
+        "connections": args.connections,
+        "threads": args.wrk_threads,
+        "max_requests": args.max_requests,
+        "quiet_wait": args.quiet_wait,
+    }
+
+
 def compare(args: argparse.Namespace, wrk: str, work: Path) -> dict[str, Any]:
     """Echo against node-oidc-provider, alternating rounds."""
     version = install_node_provider(work / "node", args.node_modules)
@@ -535,13 +546,7 @@ def compare(args: argparse.Namespace, wrk: str, work: Path) -> dict[str, Any]:
     echo_folder.mkdir()
     env = echo_environment(echo_folder, args.echo_log_level)
     client = prepare_echo(echo_folder, env)
-    load_options = {
-        "duration": args.duration,
-        "connections": args.connections,
-        "threads": args.wrk_threads,
-        "max_requests": args.max_requests,
-        "quiet_wait": args.quiet_wait,
-    }
+    load_options = _load_options(args)
     with (
         echo_server(echo_folder, env, client, args.echo_workers, args.echo_threads) as echo,
         node_server(work / "node", args.node_processes) as node,
@@ -585,13 +590,7 @@ def sweep(args: argparse.Namespace, wrk: str, work: Path) -> dict[str, Any]:
     """Echo alone under each workers x threads configuration, ``rounds`` runs each."""
     env = echo_environment(work, args.echo_log_level)
     client = prepare_echo(work, env)
-    load_options = {
-        "duration": args.duration,
-        "connections": args.connections,
-        "threads": args.wrk_threads,
-        "max_requests": args.max_requests,
-        "quiet_wait": args.quiet_wait,
-    }
+    load_options = _load_options(args)
     rows = []
     runs: list[Run] = []
     for workers, threads in args.configs:

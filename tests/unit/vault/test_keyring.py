@@ -15,33 +15,13 @@ from echo_identity.crypto.kek import LocalKekProvider, UnknownKekError
 from echo_identity.db import Database
 from echo_identity.vault.keyring import Keyring, UnknownDataKeyError
 from echo_identity.vault.models import DataKey
+from tests.support.keks import RecordingKeks
 
 OLD_KEK = bytes(range(32))
 NEW_KEK = bytes(range(100, 132))
 ALICE, BOB = "user:1", "user:2"
 ALICE_TOKEN = "connection:1:refresh_token"
 BOB_TOKEN = "connection:2:refresh_token"
-
-
-class RecordingKeks:
-    """A LocalKekProvider that records the DEKs it wraps and counts unwraps."""
-
-    def __init__(self, keys: list[bytes]) -> None:
-        self._inner = LocalKekProvider(keys)
-        self.wrapped: list[bytes] = []
-        self.unwraps = 0
-
-    @property
-    def primary_id(self) -> str:
-        return self._inner.primary_id
-
-    def wrap(self, dek: bytes, context: str) -> tuple[str, bytes]:
-        self.wrapped.append(dek)
-        return self._inner.wrap(dek, context)
-
-    def unwrap(self, kek_id: str, wrapped: bytes, context: str) -> bytes:
-        self.unwraps += 1
-        return self._inner.unwrap(kek_id, wrapped, context)
 
 
 @pytest.fixture
@@ -361,11 +341,11 @@ def test_encryptors_reuse_current_deks_and_create_the_missing_in_one_flush(
     assert {owner: e.key_id for owner, e in encryptors.items()} == stored
 
 
+@pytest.mark.postgres  # on SQLite the write lock, taken at BEGIN, rules this race out
 def test_encryptors_use_a_dek_that_a_concurrent_transaction_created_first(
     database: Database,
 ) -> None:
-    if database.engine.dialect.name == "sqlite":
-        pytest.skip("on SQLite the write lock, taken at BEGIN, rules this race out")
+    assert database.dialect == "postgresql", "set ECHO_TEST_DATABASE_URL (make test-postgres)"
     keks = LocalKekProvider([OLD_KEK])
     raced: list[bytes] = []
 

@@ -24,6 +24,7 @@ from echo_identity.vault.keyring import Keyring
 from echo_identity.vault.models import Connection, DataKey, Provider
 from echo_identity.vault.rotation import ENCRYPTED_FIELDS, rotate_deks, rotate_kek
 from tests.factories import create_user
+from tests.support.keks import RecordingKeks
 
 OLD_KEK = bytes(range(32))
 NEW_KEK = bytes(range(100, 132))
@@ -54,25 +55,6 @@ class Secret:
     owner: str
     context: str
     plaintext: bytes
-
-
-class RecordingKeks:
-    """A LocalKekProvider that remembers every DEK it wraps (what a leaked backup would give)."""
-
-    def __init__(self, keys: list[bytes]) -> None:
-        self._inner = LocalKekProvider(keys)
-        self.wrapped: list[bytes] = []
-
-    @property
-    def primary_id(self) -> str:
-        return self._inner.primary_id
-
-    def wrap(self, dek: bytes, context: str) -> tuple[str, bytes]:
-        self.wrapped.append(dek)
-        return self._inner.wrap(dek, context)
-
-    def unwrap(self, kek_id: str, wrapped: bytes, context: str) -> bytes:
-        return self._inner.unwrap(kek_id, wrapped, context)
 
 
 def fill_vault(database: Database, keks: LocalKekProvider | RecordingKeks) -> list[Secret]:
@@ -442,13 +424,13 @@ def test_every_secret_stays_readable_while_the_rotation_runs(database: Database)
     assert_all_decrypt_under_current_deks(database, keks, secrets)
 
 
+@pytest.mark.postgres  # page placement (fillfactor, HOT updates) is PostgreSQL's
 def test_on_postgresql_reencryption_rewrites_each_row_inside_its_own_page(
     database: Database,
 ) -> None:
     # An update that stays in its page and changes no indexed column is a HOT update: no new
     # entry in any of vault_connections' indexes. Migration 0007 leaves the room for it.
-    if database.engine.dialect.name != "postgresql":
-        pytest.skip("page placement (fillfactor, HOT updates) is PostgreSQL's")
+    assert database.dialect == "postgresql", "set ECHO_TEST_DATABASE_URL (make test-postgres)"
     keks = LocalKekProvider([OLD_KEK])
     users = [create_user(database) for _ in range(2)]
     with database.transaction() as session:
