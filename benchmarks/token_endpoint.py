@@ -15,9 +15,14 @@ processes use under 10% of the CPUs, and it records and flags what they used dur
 node-oidc-provider (npm ``oidc-provider``, latest) is installed into a temporary folder that is
 removed afterwards; ``--node-modules DIR`` reuses an earlier install instead.
 
+``--layers`` adds the stripped-down endpoints of ``stack_layers.py`` (bare WSGI, with SQLite,
+Flask + Authlib, Authlib without Flask) to every round, on granian with Echo's worker settings:
+how fast each layer of Echo's stack can go on this machine, next to Echo and node.
+
     .venv/bin/python benchmarks/token_endpoint.py [--rounds 3] [--duration 10] \
         [--connections 32] [--echo-workers 2] [--echo-threads 1] [--node-processes 1] [--json]
     .venv/bin/python benchmarks/token_endpoint.py --sweep   # Echo alone, workers x threads
+    .venv/bin/python benchmarks/token_endpoint.py --layers  # + stack_layers.py endpoints
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``), ``node`` and ``npm`` on PATH. Exits with status
 1 when the ratio is below the floor and 2 when a run saw errors.
@@ -49,6 +54,8 @@ from typing import Any
 
 from joserfc import jwt
 from joserfc.jwk import KeySet
+
+from stack_layers import LAYERS, prepare_database, signing_jwk  # isort: skip
 
 FLOOR = 1.0
 GOAL = 1.5
@@ -366,6 +373,55 @@ def node_server(folder: Path, processes: int) -> Iterator[Target]:
         )
 
 
+# --- stack layers (stack_layers.py) -------------------------------------------------------
+
+
+@contextmanager
+def layer_server(folder: Path, layer: str, workers: int, threads: int) -> Iterator[Target]:
+    """One of ``stack_layers.py``'s stripped-down token endpoints, on granian like Echo."""
+    port = free_port()
+    client_id, client_secret = "bench", secrets.token_urlsafe(32)
+    database = folder / f"{layer}.db"
+    if "sqlite" in layer:
+        prepare_database(str(database), client_id, client_secret)
+    env = {
+        **os.environ,
+        "BENCH_LAYER": layer,
+        "BENCH_ISSUER": ISSUER,
+        "BENCH_CLIENT_ID": client_id,
+        "BENCH_CLIENT_SECRET": client_secret,
+        "BENCH_JWK": json.dumps(signing_jwk()),
+        "BENCH_DATABASE": str(database),
+    }
+    argv = [
+        str(Path(sys.executable).with_name("granian")),
+        "--interface",
+        "wsgi",
+        "--workers",
+        str(workers),
+        "--blocking-threads",
+        str(threads),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--working-dir",
+        str(BENCHMARKS),
+        "stack_layers:app",
+    ]
+    log = folder / f"layer-{layer}.log"
+    with server(argv, env=env, cwd=folder, log=log):
+        wait_ready(port, "/.well-known/openid-configuration", log)
+        yield Target(
+            layer,
+            port,
+            client_id,
+            client_secret,
+            description=f"stack_layers.py {layer}, granian --workers {workers} "
+            f"--blocking-threads {threads}",
+        )
+
+
 # --- checks and load -----------------------------------------------------------------------
 
 
@@ -547,11 +603,18 @@ def compare(args: argparse.Namespace, wrk: str, work: Path) -> dict[str, Any]:
     env = echo_environment(echo_folder, args.echo_log_level)
     client = prepare_echo(echo_folder, env)
     load_options = _load_options(args)
-    with (
-        echo_server(echo_folder, env, client, args.echo_workers, args.echo_threads) as echo,
-        node_server(work / "node", args.node_processes) as node,
-    ):
-        targets = (echo, node)
+    with contextlib.ExitStack() as servers:
+        echo = servers.enter_context(
+            echo_server(echo_folder, env, client, args.echo_workers, args.echo_threads)
+        )
+        node = servers.enter_context(node_server(work / "node", args.node_processes))
+        layers = [
+            servers.enter_context(
+                layer_server(echo_folder, layer, args.echo_workers, args.echo_threads)
+            )
+            for layer in args.layers
+        ]
+        targets = (echo, node, *layers)
         checks = {t.name: check_token(t, jwks_path(t)) for t in targets}
         for target in targets:  # warm-up, discarded
             load(wrk, target, round_number=0, **{**load_options, "duration": args.warmup})
@@ -561,10 +624,15 @@ def compare(args: argparse.Namespace, wrk: str, work: Path) -> dict[str, Any]:
                 runs.append(load(wrk, target, round_number=number, **load_options))
                 print_progress(runs[-1], args.json)
     summary = {t.name: summarise([r for r in runs if r.target == t.name]) for t in targets}
-    ratio = summary["echo"]["median_requests_per_s"] / summary["node"]["median_requests_per_s"]
+    node_rate = summary["node"]["median_requests_per_s"]
+    ratio = summary["echo"]["median_requests_per_s"] / node_rate
     per_round = [
         round(e.requests_per_s / n.requests_per_s, 3)
-        for e, n in zip(runs[::2], runs[1::2], strict=True)
+        for e, n in zip(
+            [r for r in runs if r.target == "echo"],
+            [r for r in runs if r.target == "node"],
+            strict=True,
+        )
     ]
     return {
         "benchmark": "token_endpoint",
@@ -573,6 +641,14 @@ def compare(args: argparse.Namespace, wrk: str, work: Path) -> dict[str, Any]:
         "load": {**load_options, "generator": "wrk", "warmup": args.warmup, "body": BODY},
         "echo": {"config": echo.description, "log_level": args.echo_log_level, **summary["echo"]},
         "node": {"config": node.description, **summary["node"]},
+        "layers": {
+            t.name: {
+                "config": t.description,
+                **summary[t.name],
+                "ratio_to_node": round(summary[t.name]["median_requests_per_s"] / node_rate, 3),
+            }
+            for t in layers
+        },
         "ratio_echo_to_node": round(ratio, 3),
         "ratio_per_round": per_round,
         "floor": FLOOR,
@@ -643,12 +719,14 @@ def report(result: dict[str, Any]) -> None:
         f"Token endpoint, median of {len(echo['runs_requests_per_s'])} alternating runs "
         f"({result['load']['connections']} connections, {result['load']['duration']} s each):"
     )
-    print(f"  {'':6} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  configuration")
-    for name, row in (("echo", echo), ("node", node)):
+    print(f"  {'':20} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}  configuration")
+    for name, row in (("echo", echo), ("node", node), *result["layers"].items()):
         print(
-            f"  {name:6} {row['median_requests_per_s']:>10,.1f} {row['median_p50_ms']:>8.2f} "
+            f"  {name:20} {row['median_requests_per_s']:>10,.1f} {row['median_p50_ms']:>8.2f} "
             f"{row['median_p99_ms']:>8.2f}  {row['config']}"
         )
+    for name, row in result["layers"].items():
+        print(f"  layer {name}: {row['ratio_to_node']:.3f}x node-oidc-provider")
     verdict = (
         "meets the goal"
         if result["meets_goal"]
@@ -690,6 +768,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--node-modules", type=Path, default=None, help="reuse this node_modules (skip npm)"
     )
+    parser.add_argument(
+        "--layers",
+        nargs="*",
+        choices=LAYERS,
+        default=[],
+        help="also load these stripped-down endpoints of stack_layers.py in the same rounds "
+        "(how fast each layer of Echo's stack can go here); no names: all of them",
+    )
     parser.add_argument("--sweep", action="store_true", help="Echo alone over --configs")
     parser.add_argument(
         "--configs",
@@ -701,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    if args.layers == [] and "--layers" in (argv if argv is not None else sys.argv[1:]):
+        args.layers = list(LAYERS)
     if args.rounds < 3 and not args.sweep:
         parser.error("--rounds must be at least 3")
     if min(args.duration, args.warmup, args.connections, args.wrk_threads) < 1:
