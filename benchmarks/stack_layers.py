@@ -82,6 +82,11 @@ def signing_jwk() -> dict[str, Any]:
     return jwk
 
 
+def uses_database(layer: str) -> bool:
+    """Whether ``layer`` reads and writes SQLite (and needs :func:`prepare_database`)."""
+    return "sqlite" in layer
+
+
 def _digest(secret: str) -> str:
     return hmac.new(_DIGEST_KEY, secret.encode(), hashlib.sha256).hexdigest()
 
@@ -396,7 +401,7 @@ def build(layer: str) -> Callable[..., Iterable[bytes]]:
         raise SystemExit(f"unknown BENCH_LAYER {layer!r}; one of {', '.join(LAYERS)}")
     if layer == "flask_authlib":
         return _flask_authlib(signer)
-    if layer == "wsgi":
+    if not uses_database(layer):
         return _bare_wsgi(signer, None)
     store = Store(os.environ["BENCH_DATABASE"], flock=layer.endswith("_flock"))
     if layer.startswith("wsgi_"):

@@ -55,7 +55,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from stack_layers import LAYERS, prepare_database, signing_jwk  # isort: skip
+from stack_layers import LAYERS, prepare_database, signing_jwk, uses_database  # isort: skip
 
 FLOOR = 1.0
 GOAL = 1.5
@@ -382,7 +382,7 @@ def layer_server(folder: Path, layer: str, workers: int, threads: int) -> Iterat
     port = free_port()
     client_id, client_secret = "bench", secrets.token_urlsafe(32)
     database = folder / f"{layer}.db"
-    if "sqlite" in layer:
+    if uses_database(layer):
         prepare_database(str(database), client_id, client_secret)
     env = {
         **os.environ,
@@ -772,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         "--layers",
         nargs="*",
         choices=LAYERS,
-        default=[],
+        default=None,
         help="also load these stripped-down endpoints of stack_layers.py in the same rounds "
         "(how fast each layer of Echo's stack can go here); no names: all of them",
     )
@@ -787,8 +787,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if args.layers == [] and "--layers" in (argv if argv is not None else sys.argv[1:]):
-        args.layers = list(LAYERS)
+    # --layers without names means all of them; without --layers, none.
+    args.layers = list(LAYERS) if args.layers == [] else (args.layers or [])
     if args.rounds < 3 and not args.sweep:
         parser.error("--rounds must be at least 3")
     if min(args.duration, args.warmup, args.connections, args.wrk_threads) < 1:
