@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = Field(default=65_536, ge=8_192, le=1_048_576)
     argon2_parallelism: int = Field(default=4, ge=1, le=16)
 
+    # Audiences of Echo's own bearer APIs (docs/oidc.md "Audiences"): a token must name the
+    # API it is presented to. Empty: derived from the issuer.
+    api_audience: str = ""  # /api/v1 (vault and audit events API); default "<issuer>/api/v1"
+    userinfo_audience: str = ""  # /userinfo; default "<issuer>/userinfo"
     # /log ingestion (application logs from services holding a logs:write token).
     log_audience: str = ""  # default: "<issuer>/log"
     log_max_body_bytes: int = Field(default=262_144, ge=1024, le=1_048_576)
@@ -128,6 +132,9 @@ class Settings(BaseSettings):
     business_days: str = "mon-fri"
     business_timezone: str = "UTC"
     alert_dedup_window: int = Field(default=3600, ge=0)
+    # Repeated identical refusals (lock-outs, denied API calls from one address) are recorded
+    # once per this many seconds, with a count (docs/audit.md "Bounded writes").
+    audit_refusal_window: int = Field(default=60, ge=1, le=3600)
     # Alert delivery channels: each one is enabled by its address setting.
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
@@ -180,6 +187,16 @@ class Settings(BaseSettings):
     def effective_log_audience(self) -> str:
         """The audience a /log access token must carry (``ECHO_LOG_AUDIENCE``)."""
         return self.log_audience or self.issuer.rstrip("/") + "/log"
+
+    @property
+    def effective_api_audience(self) -> str:
+        """The audience an /api/v1 access token must carry (``ECHO_API_AUDIENCE``)."""
+        return self.api_audience or self.issuer.rstrip("/") + "/api/v1"
+
+    @property
+    def effective_userinfo_audience(self) -> str:
+        """The audience a /userinfo access token must carry (``ECHO_USERINFO_AUDIENCE``)."""
+        return self.userinfo_audience or self.issuer.rstrip("/") + "/userinfo"
 
     def secret_key_bytes(self) -> bytes:
         """The validated ``ECHO_SECRET_KEY``; raises :class:`ConfigError` when unset."""

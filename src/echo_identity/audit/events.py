@@ -10,6 +10,11 @@ class EventType(StrEnum):
     LOGIN_FAILURE = "auth.login.failure"
     LOGIN_LOCKED = "auth.login.locked"  # a sign-in refused by the login rate limit
     LOGOUT = "auth.logout"
+    PASSWORD_CHANGED = "auth.password.changed"  # by the user (account page) or an admin (CLI)
+    # Every session, code and token family of a user ended (disable, password change, reset)
+    CREDENTIALS_REVOKED = "auth.credentials.revoked"
+    USER_DISABLED = "admin.user.disabled"
+    USER_ENABLED = "admin.user.enabled"
     CODE_ISSUED = "oauth.code.issued"
     CODE_REUSE_DETECTED = "oauth.code.reuse_detected"
     TOKEN_ISSUED = "oauth.token.issued"
@@ -17,6 +22,9 @@ class EventType(StrEnum):
     TOKEN_REVOKED = "oauth.token.revoked"
     TOKEN_REUSE_DETECTED = "oauth.token.reuse_detected"
     TOKEN_INTROSPECTED = "oauth.token.introspected"
+    USERINFO_READ = "oauth.userinfo.read"
+    # A bearer API (/api/v1, /userinfo, /log) refused the presented token or its scope/subject
+    API_ACCESS_DENIED = "api.access.denied"
     CODES_PURGED = "oauth.code.purged"
     TOKEN_FAMILIES_PURGED = "oauth.token_family.purged"
     ACCESS_TOKENS_PURGED = "oauth.access_token.purged"

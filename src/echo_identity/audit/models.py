@@ -82,3 +82,20 @@ class AuditPseudonym(Base):
     pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_sub: Mapped[str] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RefusalWindow(Base):
+    """Repeated identical refusals (lock-outs, denied API calls from one address) within one
+    window: the first is recorded as an audit event, the rest only counted here, so an attacker
+    cannot grow the trail at line rate. ``key`` is a digest of event type, address and reason."""
+
+    __tablename__ = "audit_refusal_windows"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    # Part of the key, kept so the window's summary event can be grouped like its first event
+    ip: Mapped[str | None] = mapped_column(String(45))
+    client_id: Mapped[str | None] = mapped_column(String(64))

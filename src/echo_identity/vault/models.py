@@ -102,5 +102,8 @@ class ConnectionConsent(Base):
     provider_name: Mapped[str] = mapped_column(String(64))
     scope: Mapped[str] = mapped_column(String(1000))
     consent_text_version: Mapped[str] = mapped_column(String(20))
+    # The services (OAuth client ids) the consent page named as receiving the token: a
+    # client-credentials token may fetch this user's token only if its client is listed here.
+    client_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
