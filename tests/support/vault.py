@@ -92,15 +92,15 @@ def run_connect_flow(
     vault: LiveServer, upstream: Upstream, user: TestUser
 ) -> tuple[Browser, TestUser]:
     """A user connects the upstream account through both consent pages; returns the browser
-    (signed in at the vault) and the upstream account used."""
+    (signed in at the vault) and the upstream account used. The vault consent names the
+    services registered for the provider at that moment (register them first)."""
     browser = Browser(vault)
     browser.login(user.username, user.password)
     page = browser.get(f"/connections/{upstream.name}/connect")
     assert page.status_code == 200, page.text
-    to_provider = browser.post_form(
-        f"/connections/{upstream.name}/connect",
-        f"/connections/{upstream.name}/connect",
-        {"decision": "allow"},
+    # The form echoes the services the page listed: the consent covers exactly those.
+    to_provider = browser.post(
+        f"/connections/{upstream.name}/connect", {**hidden_fields(page.text), "decision": "allow"}
     )
     assert to_provider.status_code == 302, to_provider.text
     upstream_user = create_user(upstream.server.env["ECHO_DATABASE_URL"])

@@ -1,10 +1,13 @@
 """``GET /api/v1/audit/events``: the audit trail for SIEMs and auditors, read with a token.
 
-Callers present an Echo Identity access token (Bearer, RFC 9068) with scope ``audit:read``,
-verified by the shared :class:`~echo_identity.idp.tokens.TokenVerifier` and checked against
-revocations exactly like the vault API. Missing or invalid tokens get 401, a valid token
-without the scope 403 ``insufficient_scope`` (RFC 6750 §3.1). Every successful read is itself
-recorded (``admin.audit.events_read``: client, filters, how many events were returned).
+Callers present an Echo Identity access token (Bearer, RFC 9068) for the API audience
+(``ECHO_API_AUDIENCE``) with scope ``audit:read``, checked by the one bearer decision
+(:func:`~echo_identity.idp.bearer.authorize_bearer`). Missing or invalid tokens get 401, a
+valid token without the scope 403 ``insufficient_scope`` (RFC 6750 §3.1). The trail is about
+everybody, so only a service's own (client-credentials) token may read it: a token issued to a
+user gets 403 ``access_denied`` even with ``audit:read``. Refusals are recorded as
+``api.access.denied``; every successful read is itself recorded (``admin.audit.events_read``:
+client, filters, how many events were returned).
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from echo_identity.audit.event_search import EventQuery, search_events
 from echo_identity.audit.events import EventType
 from echo_identity.audit.service import record
 from echo_identity.db import current_database, request_session
-from echo_identity.idp.bearer import bearer_error, bearer_token, presented_claims, token_scopes
-from echo_identity.idp.errors import InvalidTokenError
+from echo_identity.idp.bearer import AUDIT_EVENTS_API, BearerGrant, authorize_bearer, refuse
+from echo_identity.idp.errors import BearerAccessDeniedError, BearerError
 from echo_identity.web.context import request_context
 from echo_identity.web.csrf import csrf_exempt
 from echo_identity.web.errors import json_blueprint
@@ -30,14 +33,15 @@ READ_SCOPE = "audit:read"
 @csrf_exempt
 @limiter.limit(api_limit)
 def events() -> Response:
+    grant: BearerGrant | None = None
     try:
-        claims = presented_claims()
-    except InvalidTokenError as exc:
-        return bearer_error("invalid_token", exc.description)
-    if READ_SCOPE not in token_scopes(claims):
-        return bearer_error(
-            "insufficient_scope", f"The access token lacks the {READ_SCOPE} scope.", 403
-        )
+        grant = authorize_bearer(AUDIT_EVENTS_API, READ_SCOPE)
+        if grant.user is not None:
+            raise BearerAccessDeniedError(
+                "Only a service's own (client-credentials) token may read the audit trail."
+            )
+    except BearerError as exc:
+        return refuse(AUDIT_EVENTS_API, exc, grant=grant)
     filters = request.args.to_dict()
     query = EventQuery.from_args(filters)
     with current_database().read_session() as session:
@@ -48,8 +52,8 @@ def events() -> Response:
         session,
         EventType.AUDIT_EVENTS_READ,
         context=request_context(),
-        client_id=str(claims["client_id"]),
-        token=bearer_token(),
+        client_id=grant.client_id,
+        token=grant.token,
         details={
             "filters": {k: v[:128] for k, v in filters.items() if k != "cursor"},
             "returned": len(page.events),

@@ -44,7 +44,8 @@ from echo_identity.audit.alert_models import Alert, AlertDelivery
 from echo_identity.audit.models import AuditEvent
 from echo_identity.config import Settings
 from echo_identity.db import Database
-from echo_identity.idp.bearer import bearer_error, bearer_token
+from echo_identity.idp.bearer import bearer_error_response, bearer_token
+from echo_identity.idp.errors import InvalidBearerTokenError
 
 bp = Blueprint("metrics", __name__)
 EVENTS = cast(Table, AuditEvent.__table__)
@@ -165,7 +166,9 @@ def metrics() -> Response:
         expected = settings.metrics_token.get_secret_value().encode()
         offered = (bearer_token() or "").encode()
         if not hmac.compare_digest(offered, expected):
-            return bearer_error("invalid_token", "Send ECHO_METRICS_TOKEN as a Bearer token.")
+            return bearer_error_response(
+                InvalidBearerTokenError("Send ECHO_METRICS_TOKEN as a Bearer token.")
+            )
     elif settings.production:
         abort(404)  # production without a token: not served (see the module docstring)
     registry: CollectorRegistry = current_app.extensions["echo.metrics_registry"]

@@ -1,10 +1,12 @@
 """POST /log — services send their application logs with a Bearer access token.
 
-The token must be an Echo Identity access token (RFC 9068, verified by the shared
-:class:`~echo_identity.idp.tokens.TokenVerifier`) for the log audience
-(``ECHO_LOG_AUDIENCE``) with scope ``logs:write``, not revoked. The source of the events is
-the token's ``client_id``; the body cannot name another one. Every refusal of the token is a
-401 with ``WWW-Authenticate: Bearer error="invalid_token"`` and nothing is stored.
+The token must be an Echo Identity access token (RFC 9068) for the log audience
+(``ECHO_LOG_AUDIENCE``) with scope ``logs:write``, not revoked: the one bearer decision
+(:func:`~echo_identity.idp.bearer.authorize_bearer`). The source of the events is the token's
+``client_id``; the body cannot name another one. A missing token is a 401 with a bare
+``Bearer`` challenge, an invalid one a 401 ``invalid_token``, a valid one without
+``logs:write`` a 403 ``insufficient_scope`` (RFC 6750 §3.1); each refusal is recorded as
+``api.access.denied`` (aggregated per window) and nothing is stored.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from echo_identity.audit.log_ingest import BodyTooLargeError, parse_log_body, store_log_entries
 from echo_identity.config import Settings
 from echo_identity.db import request_session
-from echo_identity.idp.bearer import bearer_error, presented_claims, token_scopes
-from echo_identity.idp.errors import InvalidTokenError
+from echo_identity.idp.bearer import LOG_API, authorize_bearer, refuse
+from echo_identity.idp.errors import BearerError
 from echo_identity.web.csrf import csrf_exempt
 from echo_identity.web.errors import json_blueprint
 from echo_identity.web.rate_limits import api_limit, limiter
@@ -28,14 +30,6 @@ LOG_SCOPE = "logs:write"
 def _settings() -> Settings:
     settings: Settings = current_app.extensions["echo.settings"]
     return settings
-
-
-def _log_source(settings: Settings) -> str:
-    """The client id of a valid log token; raises :class:`InvalidTokenError`."""
-    claims = presented_claims([settings.effective_log_audience])
-    if LOG_SCOPE not in token_scopes(claims):
-        raise InvalidTokenError(f"The access token lacks the {LOG_SCOPE} scope.")
-    return str(claims["client_id"])
 
 
 def _body(limit: int) -> bytes:
@@ -52,9 +46,9 @@ def _body(limit: int) -> bytes:
 def ingest() -> Response:
     settings = _settings()
     try:
-        source = _log_source(settings)
-    except InvalidTokenError as exc:
-        return bearer_error("invalid_token", exc.description)
+        source = authorize_bearer(LOG_API, LOG_SCOPE).client_id
+    except BearerError as exc:
+        return refuse(LOG_API, exc)
     entries = parse_log_body(_body(settings.log_max_body_bytes), max_batch=settings.log_max_batch)
     session = request_session()
     stored = store_log_entries(session, source, entries, current_request_id() or None)

@@ -71,8 +71,10 @@ def clients() -> None:
     "--audience",
     "audiences",
     multiple=True,
-    help="Audience of its access tokens and the names it verifies tokens for "
-    "(repeatable; default: its client_id).",
+    help="Audience of its access tokens and the names it verifies tokens for (repeatable). "
+    "Default: its client_id plus the Echo APIs its scope calls for (/api/v1 for vault:* and "
+    "audit:read, /log for logs:write); with --audience, exactly the values given "
+    "(docs/oidc.md, Audiences).",
 )
 @click.option("--public", is_flag=True, help="A public client (SPA, native app): no secret.")
 @click.option(
@@ -133,6 +135,8 @@ def create(
     human = f"client_id     {registered.client.client_id}"
     if registered.client_secret is not None:
         human += f"\nclient_secret {registered.client_secret}   (shown once; store it now)"
+        # Say what the prefix is for, so whoever finds a leaked one knows what it is.
+        human += "\n              (echo_cs_ + checksum: secret scanners recognise it if it leaks)"
     emit(payload, human, as_json=as_json)
 
 

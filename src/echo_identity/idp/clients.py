@@ -1,4 +1,5 @@
-"""Registering OAuth clients. Secrets are shown once and stored only as a keyed digest."""
+"""Registering OAuth clients. Secrets (``echo_cs_…``) are shown once and stored only as a keyed
+digest."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from echo_identity.crypto.digests import derive_key, digests_match, keyed_digest
+from echo_identity.crypto.secret_formats import SecretKind, mint
 from echo_identity.idp.errors import (
     InvalidClientMetadataError,
     InvalidRedirectUriError,
@@ -120,7 +122,7 @@ class ClientRegistry:
         logout_uris = [check_redirect_uri(uri) for uri in post_logout_redirect_uris]
         if any(not a.strip() or len(a) > 200 for a in audiences):
             raise InvalidClientMetadataError("Audiences are 1-200 characters.")
-        secret = None if public else secrets.token_urlsafe(32)
+        secret = None if public else mint(SecretKind.CLIENT_SECRET)
         client = OAuthClient(
             client_id=new_client_id(),
             name=name,
@@ -182,11 +184,6 @@ class AuthlibClient(ClientMixin):  # type: ignore[misc]
     @property
     def confidential(self) -> bool:
         return self.row.secret_digest is not None
-
-    @property
-    def audiences(self) -> list[str]:
-        """What access tokens minted for this client are meant for (default: the client)."""
-        return list(self.row.audiences) or [self.row.client_id]
 
     def identities(self) -> set[str]:
         """The audience values that name this client when it presents a token."""

@@ -24,6 +24,7 @@ from echo_identity.audit.events import EventType
 from echo_identity.audit.service import record
 from echo_identity.config import Settings
 from echo_identity.crypto.digests import lookup_digest, random_token
+from echo_identity.crypto.secret_formats import SecretKind, mint
 from echo_identity.db import Database, current_database, request_session, utcnow
 from echo_identity.idp.clients import (
     ACTIVE_CLIENT,
@@ -41,6 +42,31 @@ from echo_identity.vault.keyring import Keyring
 from echo_identity.web.context import request_context
 
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
+# Granted scopes that call for the audience of one of Echo's own bearer APIs (docs/oidc.md
+# "Audiences"); idp/bearer.py checks the same audiences on the way in.
+API_SCOPES = frozenset({"vault:read", "vault:revoke", "audit:read"})
+LOG_SCOPES = frozenset({"logs:write"})
+
+
+def access_token_audience(settings: Settings, client: AuthlibClient, scope: str) -> list[str]:
+    """The ``aud`` of an access token minted for ``client`` with the granted ``scope``.
+
+    A client registered with audiences (``--audience``) gets exactly those; any other gets its
+    own client id plus the audience of each Echo API its scope calls for (``vault:*`` and
+    ``audit:read``: the /api/v1 audience; ``logs:write``: the /log audience). Either way a
+    token granted ``openid`` also names /userinfo, so the relying party can call it.
+    """
+    scopes = set(scope.split())
+    audience = list(client.row.audiences)
+    if not audience:
+        audience = [client.client_id]
+        if scopes & API_SCOPES:
+            audience.append(settings.effective_api_audience)
+        if scopes & LOG_SCOPES:
+            audience.append(settings.effective_log_audience)
+    if "openid" in scopes:
+        audience.append(settings.effective_userinfo_audience)
+    return list(dict.fromkeys(audience))
 
 
 def keyring_factory(settings: Settings) -> Any:
@@ -134,7 +160,7 @@ class Provider:
         access = self.access_tokens.issue(
             client_id=client.client_id,
             subject=user.user.sub if user else client.client_id,
-            audience=client.audiences,
+            audience=access_token_audience(self.settings, client, scope),
             scope=scope,
             auth_time=user.auth_time if user else None,
         )
@@ -145,7 +171,7 @@ class Provider:
             "scope": scope,
         }
         if include_refresh_token and user is not None and self.refresh_allowed(client, scope):
-            token["refresh_token"] = random_token(32)
+            token["refresh_token"] = mint(SecretKind.REFRESH_TOKEN)
         return token
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:

@@ -1,13 +1,24 @@
 """The service API under /api/v1: backend services fetch fresh third-party tokens.
 
-Callers present an access token issued by Echo Identity (Bearer) with scope ``vault:read``
-(``vault:revoke`` to disconnect); their client must also be registered for the provider
-(``clients create --vault-provider NAME``). Every call, allowed or denied, is audited.
+Who may touch whose connection (docs/vault.md "Who may fetch whose token"):
+
+- the caller presents an Echo Identity access token for the API audience
+  (``ECHO_API_AUDIENCE``) with ``vault:read`` (``vault:revoke`` to disconnect), checked by the
+  one bearer decision (:func:`~echo_identity.idp.bearer.authorize_bearer`);
+- its client is registered for the provider (``clients create --vault-provider NAME``);
+- a token issued to a user (code or refresh grant) reaches only that user's connections;
+- a client's own (client-credentials) token reaches a user's connection only while that user's
+  active consent for the provider names the client (:mod:`echo_identity.vault.consents`).
+
+Every refusal of the last three kinds is the same 403 ``access_denied``, whether the user
+exists or not, so the API cannot be used to enumerate users. Every call is audited: allowed
+ones as ``vault.token.read`` / ``vault.connections.listed`` / ``vault.connection.revoked``,
+refusals as ``vault.token.denied`` (aggregated per window, see
+:func:`~echo_identity.idp.bearer.refuse`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -19,91 +30,91 @@ from echo_identity.audit.service import record
 from echo_identity.crypto.aead import DecryptionError
 from echo_identity.db import request_session
 from echo_identity.errors import EchoError
-from echo_identity.idp.bearer import bearer_token, presented_claims, token_scopes
-from echo_identity.idp.errors import InvalidTokenError
+from echo_identity.idp.bearer import VAULT_API, BearerGrant, authorize_bearer, refuse
+from echo_identity.idp.errors import BearerError
 from echo_identity.idp.models import OAuthClient
 from echo_identity.idp.provider_state import current_provider
 from echo_identity.vault.errors import (
+    InvalidTokenRequestError,
     StoredTokenUnreadableError,
     VaultAccessDeniedError,
-    VaultError,
 )
 from echo_identity.vault.openapi import openapi_document
 from echo_identity.vault.runtime import current_vault
 from echo_identity.web.context import request_context
 from echo_identity.web.csrf import csrf_exempt
+from echo_identity.web.json_input import parse_json
 
 bp = Blueprint("vault_api", __name__, url_prefix="/api/v1")
+MAX_MIN_TTL = 3600
 
 
-class InsufficientScopeError(EchoError):
-    """RFC 6750 §3.1 ``insufficient_scope``."""
+def _reach(grant: BearerGrant, sub: str) -> tuple[User, set[str]]:
+    """The user ``sub`` and the providers whose connections of that user ``grant`` may touch.
 
-    code = "insufficient_scope"
-    status = 403
-    description = "The access token lacks the scope this call needs."
-
-
-class InvalidBodyError(EchoError):
-    code = "invalid_request"
-    status = 400
-    description = 'Send a JSON object: {"min_ttl": seconds (0-3600), "force_refresh": bool}.'
-
-
-class UnknownUserError(EchoError):
-    code = "unknown_user"
-    status = 404
-    description = "No user has that subject."
-
-
-@dataclass(frozen=True)
-class Caller:
-    client_id: str
-    providers: list[str]
-    token: str
-
-
-def _caller(scope: str) -> Caller:
-    """The authenticated calling client; raises :class:`InvalidTokenError` or
-    :class:`InsufficientScopeError`."""
-    claims = presented_claims()
-    if scope not in token_scopes(claims):
-        raise InsufficientScopeError(f"The access token lacks the {scope} scope.")
-    providers = request_session().scalar(
-        select(OAuthClient.vault_providers).where(OAuthClient.client_id == claims["client_id"])
+    Raises :class:`VaultAccessDeniedError` for a token of another user, and for a client's own
+    token that no consent of ``sub`` covers (unknown and disabled users included).
+    """
+    registered = request_session().scalar(
+        select(OAuthClient.vault_providers).where(OAuthClient.client_id == grant.client_id)
     )
-    return Caller(str(claims["client_id"]), list(providers or []), bearer_token() or "")
+    providers = set(registered or [])
+    if grant.user is not None:  # issued to a user: that user's connections only
+        if sub != grant.user_sub:
+            raise VaultAccessDeniedError()
+        return grant.user, providers
+    covered = current_vault().consents.covered_providers(sub, grant.client_id)
+    if covered is None or not covered[1] & providers:
+        raise VaultAccessDeniedError()
+    return covered[0], covered[1] & providers
 
 
-def _user(sub: str) -> User:
-    user = request_session().scalar(select(User).where(User.sub == sub))
-    if user is None or user.disabled:
-        raise UnknownUserError()
+def _target(grant: BearerGrant, sub: str, provider_name: str) -> User:
+    """The user whose ``provider_name`` connection the call touches; raises
+    :class:`VaultAccessDeniedError`."""
+    user, providers = _reach(grant, sub)
+    if provider_name not in providers:
+        raise VaultAccessDeniedError()
     return user
 
 
+def _token_request() -> tuple[int, bool]:
+    """``min_ttl`` and ``force_refresh`` of the body; raises
+    :class:`~echo_identity.web.json_input.InvalidJsonError` or :class:`InvalidTokenRequestError`.
+
+    ``min_ttl`` is a JSON number with an integral value (``693`` or ``693.0``: a JSON Schema
+    integer) from 0 to 3600; booleans, strings and fractions are refused.
+    """
+    raw = request.get_data(cache=False)
+    body = parse_json(raw) if raw.strip() else {}
+    if not isinstance(body, dict) or not set(body) <= {"min_ttl", "force_refresh"}:
+        raise InvalidTokenRequestError()  # unknown properties too: the schema lists them all
+    min_ttl, force = body.get("min_ttl", 60), body.get("force_refresh", False)
+    if isinstance(min_ttl, bool) or not isinstance(min_ttl, int | float):
+        raise InvalidTokenRequestError()
+    if isinstance(min_ttl, float) and not min_ttl.is_integer():
+        raise InvalidTokenRequestError()
+    if not 0 <= min_ttl <= MAX_MIN_TTL or not isinstance(force, bool):
+        raise InvalidTokenRequestError()
+    return int(min_ttl), force
+
+
 def _denied(
-    event: EventType, exc: EchoError, sub: str, provider: str | None, caller: Caller | None
+    operation: EventType, exc: EchoError, sub: str, provider: str | None, grant: BearerGrant | None
 ) -> Response:
-    """Audit a refused call (committed before the answer) and render the error."""
-    session = request_session()
-    session.rollback()
-    record(
-        session,
-        EventType.VAULT_TOKEN_DENIED,
-        context=request_context(),
-        outcome="failure",
-        user=sub[:128],
-        client_id=caller.client_id if caller else None,
-        token=bearer_token(),
-        details={"provider": provider, "error": exc.code, "operation": str(event)},
+    """Record a refused call and render it. The path's user is named in the trail only once
+    the token was accepted, and only if they exist: refusals never map random strings."""
+    accepted = grant or (exc.grant if isinstance(exc, BearerError) else None)
+    user = None
+    if accepted is not None:
+        user = request_session().scalar(select(User.sub).where(User.sub == sub))
+    return refuse(
+        VAULT_API,
+        exc,
+        grant=grant,
+        user=user,
+        details={"provider": provider, "operation": str(operation)},
     )
-    session.commit()
-    response = jsonify(error=exc.code, error_description=exc.description)
-    response.status_code = exc.status
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = f'Bearer error="{exc.code}"'
-    return response
 
 
 @bp.get("/openapi.json")
@@ -114,13 +125,12 @@ def openapi() -> Response:
 @bp.get("/users/<sub>/connections")
 @csrf_exempt
 def list_connections(sub: str) -> Response:
-    caller: Caller | None = None
+    grant: BearerGrant | None = None
     try:
-        caller = _caller("vault:read")
-        user = _user(sub)
+        grant = authorize_bearer(VAULT_API, "vault:read")
+        user, providers = _reach(grant, sub)
     except EchoError as exc:
-        return _denied(EventType.VAULT_CONNECTIONS_LISTED, exc, sub, None, caller)
-    vault = current_vault()
+        return _denied(EventType.VAULT_CONNECTIONS_LISTED, exc, sub, None, grant)
     items: list[dict[str, Any]] = [
         {
             "provider": provider.name,
@@ -129,17 +139,17 @@ def list_connections(sub: str) -> Response:
             "expires_at": connection.expires_at.isoformat() if connection.expires_at else None,
             "connected_at": connection.created_at.isoformat(),
         }
-        for connection, provider in vault.connections(user.id)
-        if provider.name in caller.providers
+        for connection, provider in current_vault().connections(user.id)
+        if provider.name in providers
     ]
     session = request_session()
     record(
         session,
         EventType.VAULT_CONNECTIONS_LISTED,
         context=request_context(),
-        client_id=caller.client_id,
-        user=user.sub,
-        token=caller.token,
+        client_id=grant.client_id,
+        user=sub,
+        token=grant.token,
     )
     session.commit()
     return jsonify(connections=items)
@@ -148,20 +158,11 @@ def list_connections(sub: str) -> Response:
 @bp.post("/users/<sub>/connections/<provider_name>/token")
 @csrf_exempt
 def fetch_token(sub: str, provider_name: str) -> Response:
-    caller: Caller | None = None
+    grant: BearerGrant | None = None
     try:
-        caller = _caller("vault:read")
-        body = request.get_json(silent=True, force=True) if request.data else {}
-        if not isinstance(body, dict):
-            raise InvalidBodyError()
-        min_ttl, force = body.get("min_ttl", 60), body.get("force_refresh", False)
-        if not isinstance(min_ttl, int) or isinstance(min_ttl, bool) or not 0 <= min_ttl <= 3600:
-            raise InvalidBodyError()
-        if not isinstance(force, bool):
-            raise InvalidBodyError()
-        if provider_name not in caller.providers:
-            raise VaultAccessDeniedError()
-        user = _user(sub)
+        grant = authorize_bearer(VAULT_API, "vault:read")
+        user = _target(grant, sub, provider_name)
+        min_ttl, force = _token_request()
         vault = current_vault()
         provider = vault.providers.require(provider_name)
         try:
@@ -171,19 +172,19 @@ def fetch_token(sub: str, provider_name: str) -> Response:
                 min_ttl=min_ttl,
                 force=force,
                 context=request_context(),
-                client_id=caller.client_id,
+                client_id=grant.client_id,
             )
         except DecryptionError:
             raise StoredTokenUnreadableError() from None
-    except (EchoError, InvalidTokenError) as exc:
-        return _denied(EventType.VAULT_TOKEN_READ, exc, sub, provider_name, caller)
+    except EchoError as exc:
+        return _denied(EventType.VAULT_TOKEN_READ, exc, sub, provider_name, grant)
     session = request_session()
     record(
         session,
         EventType.VAULT_TOKEN_READ,
         context=request_context(),
-        client_id=caller.client_id,
-        user=user.sub,
+        client_id=grant.client_id,
+        user=sub,
         token=token.access_token,
         details={"provider": provider_name, "refreshed": token.refreshed},
     )
@@ -199,19 +200,17 @@ def fetch_token(sub: str, provider_name: str) -> Response:
 @bp.delete("/users/<sub>/connections/<provider_name>")
 @csrf_exempt
 def delete_connection(sub: str, provider_name: str) -> Response | tuple[str, int]:
-    caller: Caller | None = None
+    grant: BearerGrant | None = None
     try:
-        caller = _caller("vault:revoke")
-        if provider_name not in caller.providers:
-            raise VaultAccessDeniedError()
-        user = _user(sub)
+        grant = authorize_bearer(VAULT_API, "vault:revoke")
+        user = _target(grant, sub, provider_name)
         vault = current_vault()
         vault.disconnect(
             user,
             vault.providers.require(provider_name),
             context=request_context(),
-            client_id=caller.client_id,
+            client_id=grant.client_id,
         )
-    except (EchoError, VaultError) as exc:
-        return _denied(EventType.VAULT_CONNECTION_REVOKED, exc, sub, provider_name, caller)
+    except EchoError as exc:
+        return _denied(EventType.VAULT_CONNECTION_REVOKED, exc, sub, provider_name, grant)
     return "", 204

@@ -7,7 +7,8 @@ EchoError
     ├── ConnectionNotFoundError     404 connection_not_found
     ├── NeedsReauthError            409 needs_reauth
     ├── ConnectStateError           400 invalid_state
-    ├── VaultAccessDeniedError      403 access_denied
+    ├── VaultAccessDeniedError      403 access_denied (one answer for every reason)
+    ├── InvalidTokenRequestError    400 invalid_request (the token call's body)
     └── UpstreamError               502 upstream_error
         └── UpstreamInvalidGrantError   invalid_grant (the provider refused the grant)
 """
@@ -51,9 +52,21 @@ class ConnectStateError(VaultError):
 
 
 class VaultAccessDeniedError(VaultError):
+    """The token may not touch that user's connection to that provider: its client is not
+    registered for the provider, it was issued to another user, or (a client's own token) the
+    user's consent does not name the client. Unknown users get the same answer, so the message
+    says nothing about which reason applied."""
+
     code = "access_denied"
     status = 403
-    description = "This client may not read that user's tokens for that provider."
+    description = "This access token may not use that user's connection to that provider."
+
+
+class InvalidTokenRequestError(VaultError):
+    code = "invalid_request"
+    description = (
+        'Send a JSON object: {"min_ttl": whole seconds 0-3600, "force_refresh": true|false}.'
+    )
 
 
 class UpstreamError(VaultError):

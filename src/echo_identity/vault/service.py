@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
@@ -26,6 +26,7 @@ from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.service import NO_REQUEST, RequestContext, record
 from echo_identity.db import utcnow
+from echo_identity.vault.consents import VaultConsents
 from echo_identity.vault.errors import (
     ConnectionNotFoundError,
     NeedsReauthError,
@@ -33,11 +34,10 @@ from echo_identity.vault.errors import (
     UpstreamInvalidGrantError,
 )
 from echo_identity.vault.keyring import Keyring
-from echo_identity.vault.models import Connection, ConnectionConsent, Provider
+from echo_identity.vault.models import Connection, Provider
 from echo_identity.vault.providers import ProviderRegistry
 from echo_identity.vault.upstream import Upstream, UpstreamToken
 
-CONSENT_TEXT_VERSION = "2026-11-22"
 REFRESH_WITHOUT_EXPIRY = timedelta(hours=24)
 
 
@@ -84,6 +84,7 @@ class VaultService:
         self._pkce_key = pkce_key
         self._clock = clock
         self.providers = ProviderRegistry(session, keyring)
+        self.consents = VaultConsents(session, clock)
 
     # --- connect flow -----------------------------------------------------------------------
 
@@ -111,8 +112,11 @@ class VaultService:
         state: str,
         redirect_uri: str,
         context: RequestContext = NO_REQUEST,
+        client_ids: Sequence[str] = (),
     ) -> Connection:
-        """Exchange the code and store the tokens (replacing an earlier connection); commits.
+        """Exchange the code and store the tokens (replacing an earlier connection), and record
+        a fresh consent naming the services ``client_ids`` (those the consent page showed);
+        commits.
 
         Raises :class:`UpstreamError` when the provider refuses or fails.
         """
@@ -131,22 +135,14 @@ class VaultService:
         connection.refresh_token_ciphertext = None  # a reconnect starts from the new grant
         self._store(connection, token)
         scope = connection.scope or provider.scope
-        self._session.add(
-            ConnectionConsent(
-                user_id=user.id,
-                provider_name=provider.name,
-                scope=scope,
-                consent_text_version=CONSENT_TEXT_VERSION,
-                granted_at=self._clock(),
-            )
-        )
+        consent = self.consents.grant(user, provider.name, scope, client_ids)
         record(
             self._session,
             EventType.VAULT_CONNECTION_CREATED,
             context=context,
             user=user.sub,
             token=token.access_token,
-            details={"provider": provider.name, "scope": scope},
+            details={"provider": provider.name, "scope": scope, "services": consent.client_ids},
         )
         self._session.commit()
         return connection
@@ -260,14 +256,7 @@ class VaultService:
                     self._upstream.revoke(
                         provider.revocation_url, credentials, secret.decode(), hint
                     )
-        for consent in self._session.scalars(
-            select(ConnectionConsent).where(
-                ConnectionConsent.user_id == user.id,
-                ConnectionConsent.provider_name == provider.name,
-                ConnectionConsent.withdrawn_at.is_(None),
-            )
-        ):
-            consent.withdrawn_at = self._clock()
+        self.consents.withdraw(user.id, provider.name)
         self._session.delete(connection)
         record(
             self._session,

@@ -10,9 +10,9 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from echo_identity.accounts.current import current_user, login_required
 from echo_identity.accounts.session_cookie import current_session
 from echo_identity.crypto.digests import random_token
+from echo_identity.vault.consents import CONSENT_TEXT_VERSION
 from echo_identity.vault.errors import ConnectStateError, UpstreamError
 from echo_identity.vault.runtime import current_runtime, current_vault
-from echo_identity.vault.service import CONSENT_TEXT_VERSION
 from echo_identity.web.context import request_context
 from echo_identity.web.errors import error_response
 
@@ -25,17 +25,25 @@ STATE_TTL_SECONDS = 600
 def connect(name: str) -> str | WerkzeugResponse:
     vault = current_vault()
     provider = vault.providers.require(name)
+    services = vault.consents.services(provider.name)
     if request.method == "GET":
         return render_template(
-            "vault/connect.html", provider=provider, consent_version=CONSENT_TEXT_VERSION
+            "vault/connect.html",
+            provider=provider,
+            services=services,
+            consent_version=CONSENT_TEXT_VERSION,
         )
     if request.form.get("decision") != "allow":
         return redirect("/account/connections")
+    # The consent covers the services the page showed (echoed back in the form) that are still
+    # registered: one registered meanwhile was not shown, so it is not covered.
+    shown = set(request.form.get("services", "").split())
     state = random_token(32)
     current_session()["vault_connect"] = {
         "state": state,
         "provider": provider.name,
         "started": int(time.time()),
+        "services": [s.client_id for s in services if s.client_id in shown],
     }
     return redirect(vault.authorization_url(provider, state, current_runtime().callback_url))
 
@@ -70,6 +78,7 @@ def callback() -> WerkzeugResponse:
             state,
             current_runtime().callback_url,
             context=request_context(),
+            client_ids=[str(client_id) for client_id in pending.get("services") or []],
         )
     except UpstreamError as exc:
         return error_response(exc.code, exc.status, exc.description)

@@ -71,22 +71,40 @@ def test_missing_or_invalid_tokens_get_401_with_a_bearer_challenge(
             "exp": int(time.time()) - 3600,
         },
     )
-    for bad in (None, "not-a-jwt", expired):
+    for bad in ("not-a-jwt", expired):
         response = get(dev_server, bad)
         assert response.status_code == 401
         assert response.json()["error"] == "invalid_token"
-        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
         assert "events" not in response.json()
+    # No credential at all: a bare challenge (RFC 6750 §3.1), the body still has a code.
+    missing = get(dev_server, None)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert missing.json()["error"] == "invalid_request"
+    assert "events" not in missing.json()
 
 
 def test_a_valid_token_without_audit_read_gets_403_insufficient_scope(
     dev_server: LiveServer,
 ) -> None:
-    other = client_credentials_token(dev_server, service_client(dev_server))["access_token"]
+    # vault:read puts the API audience in the token: only the scope is missing.
+    vault_reader = register_client(
+        dev_server,
+        "--name",
+        "Vault reader",
+        "--grant-type",
+        "client_credentials",
+        "--scope",
+        "vault:read",
+    )
+    other = client_credentials_token(dev_server, vault_reader)["access_token"]
     response = get(dev_server, other)
     assert response.status_code == 403
     assert response.json()["error"] == "insufficient_scope"
-    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+    assert response.headers["www-authenticate"] == (
+        'Bearer error="insufficient_scope", scope="audit:read"'
+    )
 
 
 def test_filters_by_type_client_outcome_and_time(

@@ -240,7 +240,6 @@ def forged_tokens(server: LiveServer, client_id: str) -> dict[str, str]:
         "wrong_issuer": sign_as_server(
             server, claims_for(server, client_id, iss="https://evil.example")
         ),
-        "missing_scope": sign_as_server(server, claims_for(server, client_id, scope="api:read")),
         "id_token_typ": sign_as_server(
             server, claims_for(server, client_id), header={"typ": "JWT"}
         ),
@@ -275,11 +274,18 @@ def test_a_real_token_for_another_audience_or_without_logs_write_is_refused(
     other_audience = log_client(dev_server, audience="https://billing.example")
     no_scope = log_client(dev_server, scope="api:read")
     before = stored(dev_server)
-    for client in (other_audience, no_scope):
-        access = client_credentials_token(dev_server, client)["access_token"]
-        response = post_log(dev_server, access)
-        assert response.status_code == 401, response.text
-        assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    access = client_credentials_token(dev_server, other_audience)["access_token"]
+    response = post_log(dev_server, access)
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    # The right audience without logs:write: 403 insufficient_scope, like /api/v1 (RFC 6750).
+    access = client_credentials_token(dev_server, no_scope)["access_token"]
+    response = post_log(dev_server, access)
+    assert response.status_code == 403, response.text
+    assert response.json()["error"] == "insufficient_scope"
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer error="insufficient_scope", scope="logs:write"'
+    )
     assert stored(dev_server) == before
 
 

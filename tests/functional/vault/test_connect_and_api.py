@@ -60,8 +60,9 @@ def test_connect_flow_stores_encrypted_tokens_and_records_consent(
 def test_service_fetches_a_token_that_the_upstream_accepts(
     dev_server: LiveServer, upstream: Upstream, user: TestUser
 ) -> None:
+    service = vault_service_client(dev_server, upstream.name)  # before the user consents
     run_connect_flow(dev_server, upstream, user)
-    bearer = vault_api_token(dev_server, vault_service_client(dev_server, upstream.name))
+    bearer = vault_api_token(dev_server, service)
     response = fetch_vault_token(dev_server, bearer, user.sub, upstream.name)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -72,8 +73,9 @@ def test_service_fetches_a_token_that_the_upstream_accepts(
 def test_twenty_concurrent_requests_on_an_expiring_connection_refresh_exactly_once(
     dev_server: LiveServer, upstream: Upstream, user: TestUser, database: Database
 ) -> None:
+    service = vault_service_client(dev_server, upstream.name)  # before the user consents
     run_connect_flow(dev_server, upstream, user)
-    bearer = vault_api_token(dev_server, vault_service_client(dev_server, upstream.name))
+    bearer = vault_api_token(dev_server, service)
     before = fetch_vault_token(dev_server, bearer, user.sub, upstream.name).json()["access_token"]
     _expire_soon(database, user)
     assert upstream.refresh_count() == 0
@@ -94,8 +96,9 @@ def test_twenty_concurrent_requests_on_an_expiring_connection_refresh_exactly_on
 def test_force_refresh_rotates_the_refresh_token_and_keeps_working(
     dev_server: LiveServer, upstream: Upstream, user: TestUser
 ) -> None:
+    service = vault_service_client(dev_server, upstream.name)  # before the user consents
     run_connect_flow(dev_server, upstream, user)
-    bearer = vault_api_token(dev_server, vault_service_client(dev_server, upstream.name))
+    bearer = vault_api_token(dev_server, service)
     first = fetch_vault_token(dev_server, bearer, user.sub, upstream.name, {"force_refresh": True})
     second = fetch_vault_token(dev_server, bearer, user.sub, upstream.name, {"force_refresh": True})
     assert first.status_code == second.status_code == 200
@@ -108,8 +111,9 @@ def test_force_refresh_rotates_the_refresh_token_and_keeps_working(
 def test_invalid_grant_marks_the_connection_needs_reauth_and_records_it(
     dev_server: LiveServer, upstream: Upstream, user: TestUser, database: Database
 ) -> None:
+    service = vault_service_client(dev_server, upstream.name)  # before the user consents
     run_connect_flow(dev_server, upstream, user)
-    bearer = vault_api_token(dev_server, vault_service_client(dev_server, upstream.name))
+    bearer = vault_api_token(dev_server, service)
     # The user withdraws the grant at the provider: the upstream revokes the token family.
     upstream_db = Database(upstream.server.env["ECHO_DATABASE_URL"])
     with upstream_db.transaction() as session:
@@ -177,13 +181,17 @@ def test_service_not_allowed_for_the_provider_is_denied_and_audited(
 def test_token_without_vault_scope_is_refused(
     dev_server: LiveServer, upstream: Upstream, user: TestUser
 ) -> None:
+    # audit:read puts the API audience in the token, so only the scope is missing.
+    weak = vault_service_client(dev_server, upstream.name, scope="audit:read")
     run_connect_flow(dev_server, upstream, user)
-    weak = vault_service_client(dev_server, upstream.name, scope="api:read")
     response = fetch_vault_token(
         dev_server, vault_api_token(dev_server, weak), user.sub, upstream.name
     )
     assert response.status_code == 403
     assert response.json()["error"] == "insufficient_scope"
+    assert response.headers["www-authenticate"] == (
+        'Bearer error="insufficient_scope", scope="vault:read"'
+    )
 
 
 def test_missing_or_forged_bearer_is_refused(dev_server: LiveServer, user: TestUser) -> None:
@@ -198,8 +206,9 @@ def test_missing_or_forged_bearer_is_refused(dev_server: LiveServer, user: TestU
 def test_disconnect_revokes_upstream_then_deletes_locally(
     dev_server: LiveServer, upstream: Upstream, user: TestUser, database: Database
 ) -> None:
+    service = vault_service_client(dev_server, upstream.name)  # before the user consents
     run_connect_flow(dev_server, upstream, user)
-    bearer = vault_api_token(dev_server, vault_service_client(dev_server, upstream.name))
+    bearer = vault_api_token(dev_server, service)
     token = fetch_vault_token(dev_server, bearer, user.sub, upstream.name).json()["access_token"]
     assert upstream.introspect(token)["active"] is True
     response = httpx.delete(
@@ -210,15 +219,17 @@ def test_disconnect_revokes_upstream_then_deletes_locally(
     assert upstream.introspect(token) == {"active": False}
     with database.session() as session:
         assert session.scalar(select(Connection).where(Connection.user_id == user.id)) is None
+    # Disconnecting also withdrew the consent: the service reaches nothing of that user now.
     gone = fetch_vault_token(dev_server, bearer, user.sub, upstream.name)
-    assert gone.json()["error"] == "connection_not_found"
+    assert (gone.status_code, gone.json()["error"]) == (403, "access_denied")
 
 
 def test_no_token_provider_secret_or_kek_is_stored_in_clear(
     dev_server: LiveServer, upstream: Upstream, user: TestUser
 ) -> None:
+    service = vault_service_client(dev_server, upstream.name)  # before the user consents
     run_connect_flow(dev_server, upstream, user)
-    bearer = vault_api_token(dev_server, vault_service_client(dev_server, upstream.name))
+    bearer = vault_api_token(dev_server, service)
     token = fetch_vault_token(
         dev_server, bearer, user.sub, upstream.name, {"force_refresh": True}
     ).json()
@@ -251,6 +262,7 @@ def test_ciphertexts_swapped_between_two_rows_fail_for_both_with_a_clear_error(
         create_user(dev_server.env["ECHO_DATABASE_URL"]),
         create_user(dev_server.env["ECHO_DATABASE_URL"]),
     )
+    service = vault_service_client(dev_server, upstream.name)
     run_connect_flow(dev_server, upstream, alice)
     run_connect_flow(dev_server, upstream, bob)
     with database.transaction() as session:
@@ -265,7 +277,7 @@ def test_ciphertexts_swapped_between_two_rows_fail_for_both_with_a_clear_error(
             b.access_token_ciphertext,
             a.access_token_ciphertext,
         )
-    bearer = vault_api_token(dev_server, vault_service_client(dev_server, upstream.name))
+    bearer = vault_api_token(dev_server, service)
     for user in (alice, bob):
         response = fetch_vault_token(dev_server, bearer, user.sub, upstream.name)
         assert response.status_code == 500

@@ -87,8 +87,9 @@ def test_reconnecting_replaces_the_connection(
 def test_user_disconnects_from_the_account_page_and_the_upstream_token_dies(
     dev_server: LiveServer, upstream: Upstream, user: TestUser, database: Database
 ) -> None:
+    service = vault_service_client(dev_server, upstream.name)  # before the user consents
     browser, _ = run_connect_flow(dev_server, upstream, user)
-    bearer = vault_api_token(dev_server, vault_service_client(dev_server, upstream.name))
+    bearer = vault_api_token(dev_server, service)
     token = fetch_vault_token(dev_server, bearer, user.sub, upstream.name).json()["access_token"]
     response = browser.post_form(
         "/account/connections", f"/account/connections/{upstream.name}/disconnect", {}

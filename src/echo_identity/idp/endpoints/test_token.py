@@ -1,7 +1,9 @@
 """/test-token — development only: mint an access token without a flow.
 
 This module is imported and its route registered only when ``ECHO_DEV_MODE`` is on; in
-production the path does not exist (404), so it cannot be switched on by a request.
+production the path does not exist (404), so it cannot be switched on by a request. The token
+gets the audience a real grant would give it
+(:func:`~echo_identity.idp.provider.access_token_audience`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from echo_identity.errors import EchoError
+from echo_identity.idp.provider import access_token_audience
 from echo_identity.idp.provider_state import current_provider
 from echo_identity.web.csrf import csrf_exempt
 
@@ -32,7 +35,7 @@ def test_token() -> Response:
     access = provider.access_tokens.issue(
         client_id=client.client_id,
         subject=request.form.get("sub") or client.client_id,
-        audience=client.audiences,
+        audience=access_token_audience(provider.settings, client, scope),
         scope=scope,
     )
     return jsonify(

@@ -1,33 +1,46 @@
-"""/userinfo — claims about the user behind a Bearer access token (OIDC Core §5.3)."""
+"""/userinfo — claims about the user behind a Bearer access token (OIDC Core §5.3).
+
+The token must name the userinfo audience (``ECHO_USERINFO_AUDIENCE``; every token granted
+``openid`` does) and have been issued to a user. Every answer is audited: a read as
+``oauth.userinfo.read`` (client, user, token fingerprint), a refusal as ``api.access.denied``
+(aggregated per window, see :func:`~echo_identity.idp.bearer.refuse`).
+"""
 
 from __future__ import annotations
 
 from flask import Response, jsonify
-from sqlalchemy import select
 
-from echo_identity.accounts.models import User
+from echo_identity.audit.events import EventType
+from echo_identity.audit.service import record
 from echo_identity.db import request_session
-from echo_identity.idp.bearer import bearer_error, bearer_token, presented_claims, token_scopes
+from echo_identity.idp.bearer import USERINFO_API, BearerGrant, authorize_bearer, refuse
 from echo_identity.idp.endpoints.blueprint import bp
-from echo_identity.idp.errors import InvalidTokenError
+from echo_identity.idp.errors import BearerError, InvalidBearerTokenError
 from echo_identity.idp.userinfo import user_claims
+from echo_identity.web.context import request_context
 from echo_identity.web.csrf import csrf_exempt
 
 
 @bp.route("/userinfo", methods=["GET", "POST"])
 @csrf_exempt
 def userinfo() -> Response:
-    if bearer_token() is None:
-        response = bearer_error("invalid_request", "Send the access token as a Bearer token.")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+    grant: BearerGrant | None = None
     try:
-        claims = presented_claims()
-    except InvalidTokenError as exc:
-        return bearer_error("invalid_token", exc.description)
-    if "openid" not in token_scopes(claims):
-        return bearer_error("insufficient_scope", "The token lacks the openid scope.", 403)
-    user = request_session().scalar(select(User).where(User.sub == claims["sub"]))
-    if user is None or user.disabled:
-        return bearer_error("invalid_token", "The token's user no longer exists.")
-    return jsonify(user_claims(user, str(claims["scope"])))
+        grant = authorize_bearer(USERINFO_API, "openid")
+        if grant.user is None:  # a client's own token: there is no user to describe
+            raise InvalidBearerTokenError("The token was not issued to a user.", "not_a_user")
+    except BearerError as exc:
+        return refuse(USERINFO_API, exc, grant=grant)
+    claims = user_claims(grant.user, " ".join(grant.scopes))
+    session = request_session()
+    record(
+        session,
+        EventType.USERINFO_READ,
+        context=request_context(),
+        client_id=grant.client_id,
+        user=grant.user_sub,
+        token=grant.token,
+        details={"claims": sorted(claims)},
+    )
+    session.commit()
+    return jsonify(claims)
