@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from flask import current_app, g, redirect, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from echo_identity.accounts.credentials import SESSION_EPOCH_KEY, credentials_epoch
 from echo_identity.accounts.models import User
 from echo_identity.accounts.passwords import Passwords
 from echo_identity.accounts.service import AccountService
@@ -28,14 +29,17 @@ def account_service() -> AccountService:
 def current_user() -> User | None:
     """The active user bound to this request's session, or ``None``.
 
-    A session whose user was disabled or deleted is ended on the spot.
+    A session whose user was disabled or deleted, or that was signed in before the user's
+    credentials were last revoked (its credentials epoch is stale), is ended on the spot.
     """
     if "current_user" in g:
         cached: User | None = g.current_user
         return cached
     session = current_session()
     user = account_service().get(session.user_id) if session.user_id is not None else None
-    if session.user_id is not None and (user is None or user.disabled):
+    if session.user_id is not None and (
+        user is None or user.disabled or session.get(SESSION_EPOCH_KEY) != credentials_epoch(user)
+    ):
         session.end()
         user = None
     g.current_user = user

@@ -49,3 +49,16 @@ class UnknownUserError(AccountError):
     code = "unknown_user"
     status = 404
     description = "No user has that username."
+
+
+class WrongCurrentPasswordError(AccountError):
+    """The password change form's current password does not match (recorded like a failed
+    sign-in)."""
+
+    code = "wrong_current_password"
+    description = "Your current password is not correct; nothing was changed."
+
+
+class PasswordMismatchError(AccountError):
+    code = "password_mismatch"
+    description = "The two new passwords are not the same; nothing was changed."

@@ -1,4 +1,8 @@
-"""Account logic: creating users, authenticating them, changing passwords."""
+"""Account logic: creating users, authenticating them, changing passwords, disabling them.
+
+Changing or resetting a password and disabling a user end every credential the user held
+(:func:`~echo_identity.accounts.credentials.revoke_user_credentials`).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,23 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from echo_identity.accounts.credentials import CredentialsRevoked, revoke_user_credentials
 from echo_identity.accounts.errors import (
     EmailTakenError,
     InvalidCredentialsError,
     InvalidEmailError,
     InvalidUsernameError,
+    PasswordMismatchError,
     UnknownUserError,
     UsernameTakenError,
     WeakPasswordError,
+    WrongCurrentPasswordError,
 )
 from echo_identity.accounts.models import User
-from echo_identity.accounts.passwords import Passwords, acceptable_password
+from echo_identity.accounts.passwords import MAX_LENGTH, Passwords, acceptable_password
+from echo_identity.accounts.sessions import SessionStore
+from echo_identity.audit.events import EventType
+from echo_identity.audit.service import NO_REQUEST, RequestContext, record
 
 _USERNAME = re.compile(r"[a-z0-9._@+-]{1,64}")
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
@@ -100,21 +110,81 @@ class AccountService:
             self._session.commit()
         return user
 
-    def set_password(self, username: str, password: str) -> User:
-        """Replace a user's password.
+    def set_password(
+        self, username: str, password: str, *, sessions: SessionStore
+    ) -> CredentialsRevoked:
+        """An administrator's reset (CLI): replace the password and end every session,
+        authorization code and token family of the user.
 
-        Raises :class:`UnknownUserError` or :class:`WeakPasswordError`.
+        Raises :class:`UnknownUserError` or :class:`WeakPasswordError` (nothing changed).
         """
         if not acceptable_password(password):
             raise WeakPasswordError()
         user = self.require(username)
         user.password_hash = self._passwords.hash(password)
-        self._session.commit()
-        return user
+        return revoke_user_credentials(
+            self._session,
+            sessions,
+            user,
+            cause=EventType.PASSWORD_CHANGED,
+            actor="cli",
+            details={"by": "administrator"},
+        )
 
-    def set_disabled(self, username: str, disabled: bool) -> User:
-        """Disable or re-enable a user; raises :class:`UnknownUserError`."""
+    def change_password(
+        self,
+        user: User,
+        current: str,
+        new: str,
+        confirmation: str,
+        *,
+        sessions: SessionStore,
+        context: RequestContext = NO_REQUEST,
+    ) -> CredentialsRevoked:
+        """The signed-in user's own change: check ``current`` like a sign-in (one argon2
+        verification whatever its length), then replace the password and end every session,
+        code and token family of the user. The caller re-binds the current browser session.
+
+        Raises :class:`WrongCurrentPasswordError`, :class:`PasswordMismatchError` or
+        :class:`WeakPasswordError`; nothing is changed then.
+        """
+        if len(current) > MAX_LENGTH:
+            self._passwords.verify_unknown_user(current[:MAX_LENGTH])
+            raise WrongCurrentPasswordError()
+        if not self._passwords.verify(user.password_hash, current):
+            raise WrongCurrentPasswordError()
+        if new != confirmation:
+            raise PasswordMismatchError()
+        if not acceptable_password(new):
+            raise WeakPasswordError()
+        user.password_hash = self._passwords.hash(new)
+        return revoke_user_credentials(
+            self._session,
+            sessions,
+            user,
+            cause=EventType.PASSWORD_CHANGED,
+            context=context,
+            details={"by": "user"},
+        )
+
+    def disable(self, username: str, *, sessions: SessionStore) -> CredentialsRevoked:
+        """Disable a user (CLI) and end every session, code and token family they hold.
+
+        Disabling an already disabled user revokes again (harmless). Raises
+        :class:`UnknownUserError`.
+        """
         user = self.require(username)
-        user.disabled = disabled
+        user.disabled = True
+        return revoke_user_credentials(
+            self._session, sessions, user, cause=EventType.USER_DISABLED, actor="cli"
+        )
+
+    def enable(self, username: str) -> User:
+        """Re-enable a user (CLI). Nothing revoked while disabled comes back: the user signs in
+        again. Raises :class:`UnknownUserError`."""
+        user = self.require(username)
+        if user.disabled:
+            user.disabled = False
+            record(self._session, EventType.USER_ENABLED, actor="cli", user=user.sub)
         self._session.commit()
         return user

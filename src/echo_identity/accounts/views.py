@@ -6,13 +6,20 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from flask_limiter import RequestLimit
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from echo_identity.accounts.credentials import SESSION_EPOCH_KEY, credentials_epoch
 from echo_identity.accounts.current import account_service, current_user, login_required
-from echo_identity.accounts.errors import InvalidCredentialsError
+from echo_identity.accounts.errors import (
+    AccountError,
+    InvalidCredentialsError,
+    WrongCurrentPasswordError,
+)
 from echo_identity.accounts.session_cookie import current_session
 from echo_identity.accounts.sessions import SessionStore
 from echo_identity.audit import pseudonyms
 from echo_identity.audit.events import EventType, Severity
+from echo_identity.audit.refusals import record_refusal
 from echo_identity.audit.service import record
+from echo_identity.config import Settings
 from echo_identity.db import release_request_session, request_session
 from echo_identity.logs import get_logger
 from echo_identity.web.context import request_context
@@ -35,13 +42,18 @@ def index() -> WerkzeugResponse:
 
 def _record_lockout(limit: RequestLimit) -> None:
     """Audit a sign-in refused by the rate limit (``auth.login.locked``), committed before
-    the 429 is sent; returns ``None`` so Flask-Limiter renders its usual answer."""
+    the 429 is sent; returns ``None`` so Flask-Limiter renders its usual answer.
+
+    Aggregated per address (``audit.refusals``): a guesser hammering a closed door costs one
+    event per window plus its count, not a row per attempt."""
+    settings: Settings = current_app.extensions["echo.settings"]
     session = request_session()
-    record(
+    record_refusal(
         session,
         EventType.LOGIN_LOCKED,
+        reason="login_rate_limited",
+        window_seconds=settings.audit_refusal_window,
         context=request_context(),
-        outcome="failure",
         severity=Severity.WARNING,
         details={"limit": str(limit.limit)},
     )
@@ -83,6 +95,7 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
         )
         return page, exc.status
     current_session().start_login(user.id)
+    current_session()[SESSION_EPOCH_KEY] = credentials_epoch(user)
     session = request_session()
     record(session, EventType.LOGIN_SUCCESS, context=request_context(), user=user.sub)
     session.commit()
@@ -125,3 +138,51 @@ def end_session(sid: str) -> WerkzeugResponse:
     release_request_session()  # the store writes through its own connection
     store.delete(sid)
     return redirect("/account/sessions")
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@limiter.limit(login_limit, methods=["POST"], on_breach=_record_lockout)
+@login_required
+def change_password() -> str | WerkzeugResponse | tuple[str, int]:
+    """The signed-in user's own password change: every other session, code and token of the
+    user ends; this browser stays signed in under a fresh session id."""
+    user = current_user()
+    assert user is not None  # guaranteed by login_required
+    if request.method == "GET":
+        changed = request.args.get("changed") == "1"
+        return render_template("accounts/password.html", error=None, changed=changed)
+    try:
+        revoked = account_service().change_password(
+            user,
+            request.form.get("current_password", ""),
+            request.form.get("new_password", ""),
+            request.form.get("new_password_confirmation", ""),
+            sessions=_session_store(),
+            context=request_context(),
+        )
+    except WrongCurrentPasswordError as exc:
+        # Recorded like a failed sign-in: the brute-force rules see a guesser behind a session.
+        session = request_session()
+        record(
+            session,
+            EventType.LOGIN_FAILURE,
+            context=request_context(),
+            outcome="failure",
+            user=user.sub,
+            details={"via": "password_change"},
+        )
+        session.commit()
+        return _password_refused(exc)
+    except AccountError as exc:
+        return _password_refused(exc)
+    # Every session of the user is gone, this one too: bind this browser anew.
+    current_session().start_login(user.id)
+    current_session()[SESSION_EPOCH_KEY] = credentials_epoch(user)
+    log.info("password_changed", user_sub=user.sub, **revoked.counts())
+    return redirect("/account/password?changed=1")
+
+
+def _password_refused(exc: AccountError) -> tuple[str, int]:
+    log.info("password_change_refused", reason=exc.code)
+    page = render_template("accounts/password.html", error=exc.description, changed=False)
+    return page, exc.status

@@ -6,9 +6,12 @@ import sys
 
 import click
 
+from echo_identity.accounts.credentials import CredentialsRevoked
 from echo_identity.accounts.models import User
 from echo_identity.accounts.passwords import Passwords
 from echo_identity.accounts.service import AccountService
+from echo_identity.app import session_store
+from echo_identity.audit import pseudonyms
 from echo_identity.cli.runtime import (
     database_or_exit,
     echo_error,
@@ -18,6 +21,7 @@ from echo_identity.cli.runtime import (
     settings_or_exit,
 )
 from echo_identity.config import Settings
+from echo_identity.db import Database
 from echo_identity.errors import EchoError
 
 password_stdin_option = click.option(
@@ -27,8 +31,8 @@ password_stdin_option = click.option(
 )
 
 
-def _service(settings: Settings) -> AccountService:
-    database = database_or_exit(settings)
+def _service(settings: Settings, database: Database | None = None) -> AccountService:
+    database = database or database_or_exit(settings)
     passwords = Passwords(
         settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
     )
@@ -101,25 +105,68 @@ def list_users(as_json: bool) -> None:
 @password_stdin_option
 @json_option
 def set_password(name: str, password_stdin: bool, as_json: bool) -> None:
-    """Replace the password of user NAME."""
+    """Replace the password of user NAME and sign them out everywhere.
+
+    Every browser session of NAME ends, unredeemed authorization codes are deleted, every
+    refresh-token family is revoked, and access tokens already issued to NAME are inactive at
+    /verify, /introspect, /userinfo and the vault API from now on. With --json the output
+    says how many sessions, token families and codes were ended ("revoked").
+    """
     settings = settings_or_exit()
     password = _read_password(password_stdin, as_json)
+    database = database_or_exit(settings)
+    pseudonyms.configure(settings.secret_key_bytes())
     try:
-        user = _service(settings).set_password(name, password)
+        revoked = _service(settings, database).set_password(
+            name, password, sessions=session_store(settings, database)
+        )
     except EchoError as exc:
         echo_error(exc, as_json=as_json)
-    emit(_describe(user), f"password of {user.username} changed", as_json=as_json)
+    emit(
+        {**_describe(revoked.user), "revoked": revoked.counts()},
+        f"password of {revoked.user.username} changed; {_ended(revoked)}",
+        as_json=as_json,
+    )
 
 
 @users.command()
 @click.argument("name")
-@click.option("--enable", is_flag=True, help="Re-enable instead of disabling.")
+@click.option(
+    "--enable", is_flag=True, help="Re-enable instead of disabling (nothing ended comes back)."
+)
 @json_option
 def disable(name: str, enable: bool, as_json: bool) -> None:
-    """Disable user NAME: they can no longer sign in and their sessions stop working."""
+    """Disable user NAME: they can no longer sign in, and everything they hold ends.
+
+    Every browser session of NAME ends, unredeemed authorization codes are deleted, every
+    refresh-token family is revoked, and access tokens already issued to NAME are inactive at
+    /verify, /introspect, /userinfo and the vault API from now on. --enable lets NAME sign in
+    again; nothing that was ended comes back. With --json the output of a disable says how
+    many sessions, token families and codes were ended ("revoked").
+    """
+    settings = settings_or_exit()
+    database = database_or_exit(settings)
+    pseudonyms.configure(settings.secret_key_bytes())
+    service = _service(settings, database)
     try:
-        user = _service(settings_or_exit()).set_disabled(name, not enable)
+        if enable:
+            user = service.enable(name)
+        else:
+            revoked = service.disable(name, sessions=session_store(settings, database))
     except EchoError as exc:
         echo_error(exc, as_json=as_json)
-    state = "enabled" if enable else "disabled"
-    emit(_describe(user), f"user {user.username} {state}", as_json=as_json)
+    if enable:
+        emit(_describe(user), f"user {user.username} enabled", as_json=as_json)
+        return
+    emit(
+        {**_describe(revoked.user), "revoked": revoked.counts()},
+        f"user {revoked.user.username} disabled; {_ended(revoked)}",
+        as_json=as_json,
+    )
+
+
+def _ended(revoked: CredentialsRevoked) -> str:
+    return (
+        f"ended {revoked.sessions} session(s), revoked {revoked.token_families} token "
+        f"family(ies), deleted {revoked.authorization_codes} unredeemed code(s)"
+    )

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from echo_identity.accounts.credentials import credentials_void
+from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.service import RequestContext, record
 from echo_identity.db import utcnow
@@ -27,20 +29,44 @@ class Revocations:
         self._session = session
 
     def is_access_token_revoked(self, jti: str) -> bool:
-        """True when the jti was revoked itself or belongs to a revoked token family."""
+        """True when the jti was revoked itself, or belongs to a token family that is revoked,
+        whose user is disabled, or that was created before the user's ``tokens_not_before``
+        (disable, password change or reset).
+
+        One indexed lookup of the jti deny list and one join IssuedAccessToken → TokenFamily →
+        User: the user's state costs no query of its own. A jti without a family (a
+        client-credentials token) is revoked only through the deny list.
+        """
         if self._session.get(RevokedAccessToken, jti) is not None:
             return True
-        family_revoked = self._session.scalar(
-            select(TokenFamily.revoked_at)
-            .join(IssuedAccessToken, IssuedAccessToken.family_id == TokenFamily.id)
+        family = self._session.execute(
+            select(
+                TokenFamily.revoked_at,
+                TokenFamily.created_at,
+                User.disabled,
+                User.tokens_not_before,
+            )
+            .select_from(IssuedAccessToken)
+            .join(TokenFamily, IssuedAccessToken.family_id == TokenFamily.id)
+            .outerjoin(User, TokenFamily.user_id == User.id)
             .where(IssuedAccessToken.jti == jti)
+        ).first()
+        if family is None:
+            return False
+        if family.revoked_at is not None:
+            return True
+        # Compared here rather than in SQL: SQLite stores datetimes as text.
+        return credentials_void(
+            family.created_at,
+            disabled=bool(family.disabled),
+            tokens_not_before=family.tokens_not_before,
         )
-        return family_revoked is not None
 
     def access_token_problem(self, claims: dict[str, Any]) -> InvalidTokenError | None:
         """Why a correctly signed access token must still be refused, or ``None``.
 
-        Revoked (itself or its family), or minted for a client that has since been disabled.
+        Revoked (itself, its family, or by its user's disable / password change / reset), or
+        minted for a client that has since been disabled.
         """
         if self.is_access_token_revoked(str(claims["jti"])):
             return InvalidTokenError("The token has been revoked.", "token_revoked")

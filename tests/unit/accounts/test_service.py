@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher, extract_parameters
+from sqlalchemy import select
 
 from echo_identity.accounts.errors import (
     AccountError,
@@ -15,11 +18,16 @@ from echo_identity.accounts.errors import (
     InvalidUsernameError,
     UsernameTakenError,
     WeakPasswordError,
+    WrongCurrentPasswordError,
 )
 from echo_identity.accounts.models import User
 from echo_identity.accounts.passwords import Passwords
 from echo_identity.accounts.service import AccountService
-from echo_identity.db import Database
+from echo_identity.accounts.sessions import SessionPolicy, SessionRecord, SqlSessionStore
+from echo_identity.audit import pseudonyms
+from echo_identity.crypto.digests import lookup_digest, random_token
+from echo_identity.db import Database, utcnow
+from echo_identity.idp.models import AuthorizationCode, TokenFamily
 from tests.factories import TestUser, create_user, fast_passwords
 
 PASSWORD = "correct horse battery"
@@ -34,6 +42,13 @@ def accounts(database: Database) -> Iterator[AccountService]:
 @pytest.fixture
 def user(database: Database) -> TestUser:
     return create_user(database)
+
+
+@pytest.fixture
+def store(database: Database) -> SqlSessionStore:
+    """The database session store; audit events of these operations need pseudonyms."""
+    pseudonyms.configure(b"k" * 32)
+    return SqlSessionStore(database, SessionPolicy(timedelta(hours=1), timedelta(hours=8)))
 
 
 @pytest.fixture
@@ -149,9 +164,9 @@ def test_authenticate_refuses_an_unknown_user(accounts: AccountService) -> None:
 
 
 def test_authenticate_refuses_a_disabled_user_even_with_the_right_password(
-    accounts: AccountService, user: TestUser
+    accounts: AccountService, user: TestUser, store: SqlSessionStore
 ) -> None:
-    accounts.set_disabled(user.username, True)
+    accounts.disable(user.username, sessions=store)
 
     with pytest.raises(InvalidCredentialsError):
         accounts.authenticate(user.username, user.password)
@@ -219,3 +234,129 @@ def test_failed_login_leaves_a_weaker_hash_untouched(database: Database) -> None
         AccountService(session, current).authenticate(user.username, user.password + "x")
 
     assert stored_hash(database, user.id) == old_hash
+
+
+# --- credentials die with their owner -----------------------------------------------------
+
+
+def _session_of(store: SqlSessionStore, user_id: int) -> str:
+    now = utcnow()
+    sid = lookup_digest(random_token())
+    store.put(SessionRecord(sid=sid, user_id=user_id, created_at=now, last_seen_at=now))
+    return sid
+
+
+def _credentials_of(database: Database, user_id: int, tag: str) -> None:
+    """One live token family, one unredeemed and one redeemed authorization code."""
+    now = utcnow()
+    with database.transaction() as session:
+        session.add(
+            TokenFamily(
+                id=f"family-{tag}",
+                client_id="app",
+                user_id=user_id,
+                scope="openid",
+                created_at=now,
+                expires_at=now + timedelta(days=1),
+            )
+        )
+        for state, redeemed_at in (("pending", None), ("redeemed", now)):
+            session.add(
+                AuthorizationCode(
+                    code_digest=f"{tag}-{state}",
+                    client_id="app",
+                    user_id=user_id,
+                    redirect_uri="https://app.example/cb",
+                    scope="openid",
+                    code_challenge="x" * 43,
+                    code_challenge_method="S256",
+                    auth_time=now,
+                    created_at=now,
+                    expires_at=now + timedelta(minutes=1),
+                    redeemed_at=redeemed_at,
+                )
+            )
+
+
+def _state_of(database: Database, user_id: int) -> tuple[str, Any, list[str], list[Any]]:
+    with database.session() as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        codes = session.scalars(
+            select(AuthorizationCode.code_digest)
+            .where(AuthorizationCode.user_id == user_id)
+            .order_by(AuthorizationCode.code_digest)
+        ).all()
+        families = session.scalars(
+            select(TokenFamily.revoked_reason).where(TokenFamily.user_id == user_id)
+        ).all()
+        return user.password_hash, user.tokens_not_before, list(codes), list(families)
+
+
+def test_a_reset_ends_exactly_the_users_sessions_codes_and_families(
+    accounts: AccountService, database: Database, store: SqlSessionStore
+) -> None:
+    alice, bob = create_user(database), create_user(database)
+    for person, tag in ((alice, "a"), (bob, "b")):
+        _session_of(store, person.id)
+        _credentials_of(database, person.id, tag)
+    bob_before = _state_of(database, bob.id)
+    started = utcnow()
+
+    revoked = accounts.set_password(alice.username, "a brand new password", sessions=store)
+
+    assert revoked.counts() == {"sessions": 1, "token_families": 1, "authorization_codes": 1}
+    password_hash, not_before, codes, families = _state_of(database, alice.id)
+    assert not_before is not None
+    assert not_before >= started
+    assert codes == ["a-redeemed"]  # kept: a replay of it must still be recognised
+    assert families == ["credentials_revoked"]
+    assert store.for_user(alice.id) == []
+    assert fast_passwords().verify(password_hash, "a brand new password")
+    assert _state_of(database, bob.id) == bob_before
+    assert len(store.for_user(bob.id)) == 1
+
+
+def test_a_wrong_current_password_changes_nothing(
+    database: Database, store: SqlSessionStore
+) -> None:
+    user = create_user(database)
+    _session_of(store, user.id)
+    _credentials_of(database, user.id, "w")
+    before = _state_of(database, user.id)
+
+    with database.session() as session:
+        accounts = AccountService(session, fast_passwords())
+        row = accounts.get(user.id)
+        assert row is not None
+        with pytest.raises(WrongCurrentPasswordError) as caught:
+            accounts.change_password(row, user.password + "x", PASSWORD, PASSWORD, sessions=store)
+
+    assert caught.value.status == 400
+    assert _state_of(database, user.id) == before
+    assert len(store.for_user(user.id)) == 1
+
+
+def test_an_over_long_current_password_still_costs_one_verification(
+    accounts: AccountService, user: TestUser, store: SqlSessionStore, verifications: list[str]
+) -> None:
+    row = accounts.get(user.id)
+    assert row is not None
+    with pytest.raises(WrongCurrentPasswordError):
+        accounts.change_password(row, "p" * 5000, PASSWORD, PASSWORD, sessions=store)
+
+    assert len(verifications) == 1
+
+
+def test_re_enabling_a_user_brings_nothing_back(
+    accounts: AccountService, database: Database, store: SqlSessionStore, user: TestUser
+) -> None:
+    _credentials_of(database, user.id, "e")
+    accounts.disable(user.username, sessions=store)
+    disabled = _state_of(database, user.id)
+
+    enabled = accounts.enable(user.username)
+
+    assert not enabled.disabled
+    assert _state_of(database, user.id) == disabled
+    assert accounts.authenticate(user.username, user.password).id == user.id

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from echo_identity.accounts.credentials import credentials_void
 from echo_identity.accounts.models import User
 from echo_identity.crypto.digests import lookup_digest
 from echo_identity.db import utcnow
@@ -47,7 +48,8 @@ def find_presented_token(
 ) -> PresentedToken | None:
     """The access or refresh token ``raw`` issued by us, or ``None`` if we never issued it.
 
-    Expired or revoked tokens come back with ``active`` False; an access token whose signature
+    Expired or revoked tokens, and refresh tokens of a family that its user's disable or
+    password change outlived, come back with ``active`` False; an access token whose signature
     or issuer is wrong is not ours and comes back as ``None``.
     """
     if raw.count(".") == 2:
@@ -70,6 +72,7 @@ def find_presented_token(
     if row is None:
         return None
     family = session.get(TokenFamily, row.family_id)
+    user = session.get(User, family.user_id) if family and family.user_id else None
     now = utcnow()
     active = (
         family is not None
@@ -77,8 +80,16 @@ def find_presented_token(
         and family.expires_at > now
         and row.rotated_at is None
         and row.expires_at > now
+        # the family's user is disabled or revoked their credentials after it was created
+        and not (
+            user is not None
+            and credentials_void(
+                family.created_at,
+                disabled=user.disabled,
+                tokens_not_before=user.tokens_not_before,
+            )
+        )
     )
-    user = session.get(User, family.user_id) if family and family.user_id else None
     claims = {
         "sub": user.sub if user else None,
         "exp": int(

@@ -2,7 +2,8 @@
 
 Codes are random, stored as digests, single-use and short-lived. A second redemption is
 refused with ``invalid_grant`` and revokes every token the first redemption produced
-(RFC 6749 §4.1.2, RFC 9700 §4.5).
+(RFC 6749 §4.1.2, RFC 9700 §4.5). A code issued before its user was disabled or changed their
+password (``users.tokens_not_before``) is refused with ``invalid_grant`` too.
 """
 
 from __future__ import annotations
@@ -12,16 +13,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from authlib.oauth2.rfc6749 import OAuth2Request, grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import grants as oidc_grants
 from authlib.oidc.core.grants.util import create_half_hash
 from sqlalchemy import select, update
 
+from echo_identity.accounts.credentials import (
+    SESSION_EPOCH_KEY,
+    credentials_epoch,
+    credentials_void,
+)
 from echo_identity.accounts.models import User
+from echo_identity.accounts.session_cookie import current_session
 from echo_identity.audit.events import EventType
 from echo_identity.audit.service import record
 from echo_identity.crypto.digests import lookup_digest
+from echo_identity.crypto.secret_formats import SecretKind, mint
 from echo_identity.db import request_session, utcnow
 from echo_identity.idp.clients import AuthlibClient
 from echo_identity.idp.models import AuthorizationCode
@@ -38,11 +46,33 @@ CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = CLIENT_AUTH_METHODS
 
+    def generate_authorization_code(self) -> str:
+        """A recognisable code (``echo_ac_…``) instead of Authlib's 48 random characters."""
+        return mint(SecretKind.AUTHORIZATION_CODE)
+
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        """Store the code (as its digest) and audit it, in one commit.
+
+        Raises ``access_denied`` when the user's credentials were revoked (disable, password
+        change or reset) after this browser session signed in: the user row is read ``FOR
+        SHARE`` first, so a concurrent revocation either waits for this commit (and deletes the
+        code) or has committed before (and is seen here).
+        """
         provider = current_provider()
         owner: ResourceOwner = request.user
-        now = utcnow()
         session = request_session()
+        user = _locked_user(owner.user.id)
+        if (
+            user is None
+            or user.disabled
+            or current_session().get(SESSION_EPOCH_KEY) != credentials_epoch(user)
+        ):
+            raise AccessDeniedError(
+                "The user's credentials have changed; sign in again.",
+                redirect_uri=request.payload.redirect_uri
+                or request.client.get_default_redirect_uri(),
+            )
+        now = utcnow()
         session.add(
             AuthorizationCode(
                 code_digest=lookup_digest(code),
@@ -96,8 +126,14 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         )
         session.commit()
         if not claimed.rowcount:  # type: ignore[attr-defined]
-            session.refresh(row)  # a concurrent request redeemed it first
-            self._revoke_reused(row, code)
+            # A concurrent request redeemed it first, or a credentials revocation deleted it.
+            current = session.scalar(
+                select(AuthorizationCode)
+                .where(AuthorizationCode.id == row.id)
+                .execution_options(populate_existing=True)
+            )
+            if current is not None:
+                self._revoke_reused(current, code)
             return None
         return row
 
@@ -115,10 +151,33 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         """Nothing to do: the row was claimed on lookup and is kept to recognise reuse."""
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> ResourceOwner | None:
-        user = request_session().get(User, authorization_code.user_id)
-        if user is None or user.disabled:
+        """The code's user; ``None`` (``invalid_grant``) when the user is gone, disabled, or
+        revoked their credentials after the code was issued.
+
+        The user row is read ``FOR SHARE`` and held until the token family is committed, so a
+        concurrent revocation either sees that family (and revokes it) or commits first (and
+        its ``tokens_not_before`` refuses the code here).
+        """
+        user = _locked_user(authorization_code.user_id)
+        if user is None or credentials_void(
+            authorization_code.created_at,
+            disabled=user.disabled,
+            tokens_not_before=user.tokens_not_before,
+        ):
             return None
         return ResourceOwner(user, authorization_code.get_auth_time())
+
+
+def _locked_user(user_id: int) -> User | None:
+    """The user ``user_id`` read afresh and, on PostgreSQL, ``FOR SHARE`` until the request's
+    commit: credentials revocation updates this row first, so the two are ordered. (SQLite
+    ignores the clause; its writers are serialised by the write lock anyway.)"""
+    return request_session().scalar(
+        select(User)
+        .where(User.id == user_id)
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
+    )
 
 
 class StrictCodeChallenge(CodeChallenge):  # type: ignore[misc]

@@ -2,7 +2,8 @@
 
 Every use rotates the token. Presenting a token that was already rotated means two parties
 hold it; the whole family (every token from the same authorization) is revoked and a
-high-severity audit event recorded.
+high-severity audit event recorded. A family created before its user was disabled or changed
+their password (``users.tokens_not_before``) is refused with ``invalid_grant``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from sqlalchemy import select, update
 
+from echo_identity.accounts.credentials import credentials_void
 from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType
 from echo_identity.crypto.digests import lookup_digest
@@ -61,7 +63,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         now = utcnow()
         if family is None or family.revoked_at is not None or family.expires_at <= now:
             return None
-        if row.expires_at <= now:
+        if row.expires_at <= now or _refused_by_user(family):
             return None
         return row
 
@@ -75,14 +77,28 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             request_context(),
         )
 
-    def authenticate_user(self, refresh_token: RefreshToken) -> ResourceOwner | None:
+    def authenticate_user(self, refresh_token: RefreshToken) -> ResourceOwner:
+        """The family's user; raises ``invalid_grant`` when there is none any more, or the user
+        was disabled or revoked their credentials since the family was created."""
         session = request_session()
         family = session.get(TokenFamily, refresh_token.family_id)
-        user = session.get(User, family.user_id) if family and family.user_id else None
-        if family is None or user is None or user.disabled:
-            return None
+        if family is None or _refused_by_user(family):
+            raise InvalidGrantError()
+        user = session.get(User, family.user_id)
+        assert user is not None  # checked by _refused_by_user
         auth_time = int(family.auth_time.timestamp()) if family.auth_time else None
         return ResourceOwner(user, auth_time)
 
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
         """Nothing to do: the token was marked rotated when the request was validated."""
+
+
+def _refused_by_user(family: TokenFamily) -> bool:
+    """True when no user stands behind the family any more, or its user was disabled or
+    revoked their credentials (disable, password change, reset) after it was created."""
+    user = request_session().get(User, family.user_id) if family.user_id else None
+    if user is None:
+        return True
+    return credentials_void(
+        family.created_at, disabled=user.disabled, tokens_not_before=user.tokens_not_before
+    )
