@@ -113,9 +113,14 @@ class TokenVerifier:
         return claims
 
     def verify_id_token(self, token: str, *, check_expiry: bool = True) -> dict[str, Any]:
-        """The claims of an ID token this issuer signed; raises :class:`InvalidTokenError`."""
-        _header, claims = self._verify_signature(token)
+        """The claims of an ID token this issuer signed; raises :class:`InvalidTokenError`
+        (also for an access token: same key, same issuer, but not an ID token)."""
+        header, claims = self._verify_signature(token)
+        if str(header.get("typ", "")).lower() in ACCESS_TOKEN_TYPES:
+            raise InvalidTokenError("The token is an access token, not an ID token.")
         self._check_claims(claims, None, check_expiry=check_expiry)
+        if not isinstance(claims.get("sub"), str):
+            raise InvalidTokenError("The token has no sub claim.")
         return claims
 
     def _verify_signature(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -17,6 +17,7 @@ from echo_identity.audit.service import record
 from echo_identity.db import request_session
 from echo_identity.idp.clients import AuthlibClient
 from echo_identity.idp.endpoints.blueprint import bp
+from echo_identity.idp.endpoints.client_request import checked_endpoint_response
 from echo_identity.idp.endpoints.presented import PresentedToken, find_presented_token
 from echo_identity.idp.provider_state import current_provider
 from echo_identity.web.context import request_context
@@ -68,7 +69,4 @@ class EchoIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
 @bp.post("/introspect")
 @csrf_exempt
 def introspect() -> Response:
-    response: Response = (
-        current_provider().authorization_server().create_endpoint_response("introspection")
-    )
-    return response
+    return checked_endpoint_response("introspection")

@@ -1,7 +1,9 @@
 """/token — the token endpoint (RFC 6749 §3.2): code, refresh and client-credentials grants.
 
-Failed requests count against ``ECHO_TOKEN_FAILURE_RATE_LIMIT`` per client IP (successful
-ones do not, so busy services are never throttled) and are audited. An IP over the limit gets
+The request is first held to RFC 6749 §2.3/§3.2 (:mod:`.client_request`: parameters only in
+the body, each once, one client authentication method). Failed requests, those refusals
+included, count against ``ECHO_TOKEN_FAILURE_RATE_LIMIT`` per client IP (successful ones do
+not, so busy services are never throttled) and are audited. An IP over the limit gets
 429 with ``Retry-After`` before its request is looked at.
 """
 
@@ -10,13 +12,19 @@ from __future__ import annotations
 import json
 from functools import cache
 
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Response, current_app, request
 
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
+from echo_identity.audit.refusals import record_refusal
 from echo_identity.config import Settings
 from echo_identity.db import request_session
 from echo_identity.idp.endpoints.blueprint import bp
+from echo_identity.idp.endpoints.client_request import (
+    check_client_request,
+    claimed_client_id,
+    well_formed,
+)
 from echo_identity.idp.provider_state import current_provider
 from echo_identity.web.context import request_context
 from echo_identity.web.csrf import csrf_exempt
@@ -52,7 +60,13 @@ def token() -> Response:
         )
         refused.headers["Retry-After"] = str(retry_after)
         return refused
-    response: Response = current_provider().authorization_server().create_token_response()
+    server = current_provider().authorization_server()
+    try:
+        check_client_request(request)
+    except OAuth2Error as error:
+        response: Response = server.handle_error_response(None, error)
+    else:
+        response = server.create_token_response()
     if _client_error(response.status_code):
         failure_limit().spend(ip)
     if response.status_code >= 400:
@@ -61,20 +75,27 @@ def token() -> Response:
 
 
 def _audit_failure(response: Response) -> None:
+    """Record a refused token request, aggregated: repeats of the same refusal from one address
+    within ``ECHO_AUDIT_REFUSAL_WINDOW`` are counted, not stored one by one. The client id is
+    part of the key only when it names a registered client, so guessed ids cannot make every
+    request a new window."""
     try:
         error = json.loads(response.get_data()).get("error", "unknown")
     except ValueError:
         error = "unknown"
-    client_id = request.form.get("client_id")
-    if client_id is None and request.authorization and request.authorization.username:
-        client_id = request.authorization.username
+    # only well-formed values reach the trail: a NUL would fail the insert on PostgreSQL
+    claimed = claimed_client_id(request)
+    provider = current_provider()
+    client_id = claimed if claimed and provider.client(claimed) is not None else None
+    grant_type = request.form.get("grant_type", "")
     session = request_session()
-    record(
+    record_refusal(
         session,
         EventType.TOKEN_REQUEST_FAILED,
+        reason=str(error)[:64],
+        window_seconds=provider.settings.audit_refusal_window,
         context=request_context(),
-        outcome="failure",
-        client_id=(client_id or "")[:64] or None,
-        details={"error": error, "grant_type": request.form.get("grant_type", "")[:40]},
+        client_id=client_id,
+        details={"grant_type": grant_type[:40] if well_formed(grant_type) else "?"},
     )
     session.commit()

@@ -2,7 +2,9 @@
 
 Answers ``{"active": true, ...claims}`` for a token that this issuer signed with an allowed
 algorithm, that is meant for the calling client (or one of its audiences), within its
-lifetime, and not revoked; otherwise 401 ``{"active": false, "error": <reason>}``.
+lifetime, and not revoked; otherwise 401 ``{"active": false, "error": <reason>}``. A request
+that breaks RFC 6749 §2.3/§3.2 (:mod:`.client_request`) gets that error in the same shape, with
+its own status (400 ``invalid_request``, 401 ``invalid_client``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from echo_identity.audit.service import record
 from echo_identity.db import request_session
 from echo_identity.idp.clients import AuthlibClient
 from echo_identity.idp.endpoints.blueprint import bp
+from echo_identity.idp.endpoints.client_request import check_client_request
 from echo_identity.idp.errors import InvalidTokenError
 from echo_identity.idp.provider_state import current_provider
 from echo_identity.idp.revocation import Revocations
@@ -24,15 +27,29 @@ from echo_identity.web.csrf import csrf_exempt
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
-def _inactive(error: str, description: str) -> Response:
+def _inactive(error: str, description: str, status: int = 401) -> Response:
     response = jsonify(active=False, error=error, error_description=description)
-    response.status_code = 401
+    response.status_code = status
+    return response
+
+
+def _refused(error: OAuth2Error) -> Response:
+    """An Authlib protocol error in this endpoint's shape, with the error's own headers
+    (``WWW-Authenticate`` for a 401)."""
+    response = _inactive(error.error, error.get_error_description(), error.status_code)
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
     return response
 
 
 @bp.post("/verify")
 @csrf_exempt
 def verify() -> Response:
+    try:
+        check_client_request(request)
+    except OAuth2Error as error:
+        return _refused(error)
     server = current_provider().authorization_server()
     try:
         client: AuthlibClient = server.authenticate_client(
