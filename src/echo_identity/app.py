@@ -23,10 +23,11 @@ from echo_identity.audit import api as audit_api
 from echo_identity.audit import metrics as audit_metrics
 from echo_identity.audit import views as audit_views
 from echo_identity.audit import well_known as audit_well_known
+from echo_identity.audit.events import EventType
 from echo_identity.config import Settings
 from echo_identity.idp import provider as idp_provider
 from echo_identity.vault import runtime as vault_runtime
-from echo_identity.web import errors, headers, health, rate_limits, request_id
+from echo_identity.web import errors, headers, health, hygiene, rate_limits, request_id
 from echo_identity.web.csrf import csrf
 
 
@@ -56,12 +57,16 @@ def create_app(settings: Settings, database: db.Database | None = None) -> Flask
     app.session_interface = ServerSessionInterface(store, secure=settings.production)
 
     request_id.init_app(app)
+    hygiene.init_app(app)  # before any other hook: hostile bytes never reach a view
     headers.init_app(app, production=settings.production)
     errors.init_app(app)
     csrf.init_app(app)
     rate_limits.init_app(app, settings)
-    app.register_blueprint(health.bp)
+    health.init_app(app, settings, database)  # /healthz, /readyz (database, Redis)
     app.register_blueprint(account_views.bp)
+    # Refused by the input screen, a sign-in attempt is still a failed sign-in for detection.
+    for path in ("/login", "/account/password"):
+        hygiene.audit_refusals_of(app, path, EventType.LOGIN_FAILURE)
     idp_provider.init_app(app, settings, database)
     vault_runtime.init_app(app, settings)
     audit_views.init_app(app)

@@ -2,15 +2,23 @@
 
 Pages run newest first and are keyed on the event id (keyset pagination): the cursor names
 the last id served, so events appended while a client pages never shift or repeat a page.
+
+Parameters are read exactly as the OpenAPI document (:mod:`echo_identity.vault.openapi`)
+describes them: ``since``/``until`` are RFC 3339 date-times (an offset is required), ``limit``
+an integer from 1 to 500, ``cursor`` the ``next_cursor`` of a page; a parameter that is present
+but empty is invalid like any other value (400). A date-time that is valid RFC 3339 but lies
+outside the years 1-9999 once converted to UTC (``9999-12-31T23:59:59-23:59``) is still an
+instant: before or after every event, so it filters as the nearest representable one.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import MAXYEAR, UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import RowMapping, Table, select
@@ -23,6 +31,13 @@ EVENTS = cast(Table, AuditEvent.__table__)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 FILTERS = ("type", "outcome", "client_id", "actor", "since", "until", "limit", "cursor")
+# RFC 3339 §5.6 date-time ("T" and "Z" may be lowercase); Python parses what it matches.
+_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", re.ASCII)
+_FIRST_MOMENT = datetime.min.replace(tzinfo=UTC)
+_LAST_MOMENT = datetime.max.replace(tzinfo=UTC)
+# A cursor is the id of the last event served: at most 18 digits fits a signed 64-bit id.
+CURSOR_PATTERN = "^[1-9][0-9]{0,17}$"
+_CURSOR = re.compile(CURSOR_PATTERN, re.ASCII)
 
 
 class InvalidEventQueryError(EchoError):
@@ -63,7 +78,7 @@ class EventQuery:
             since=_moment(args, "since"),
             until=_moment(args, "until"),
             limit=_limit(args.get("limit")),
-            before_id=decode_cursor(args["cursor"]) if args.get("cursor") else None,
+            before_id=decode_cursor(args["cursor"]) if "cursor" in args else None,
         )
 
 
@@ -74,36 +89,54 @@ class EventPage:
 
 
 def _moment(args: Mapping[str, str], name: str) -> datetime | None:
+    """The UTC instant of an RFC 3339 parameter, ``None`` when absent; raises
+    :class:`InvalidEventQueryError` (empty, not RFC 3339, or not a calendar date)."""
     value = args.get(name)
-    if not value:
+    if value is None:
         return None
+    text = value.upper()
+    invalid = InvalidEventQueryError(
+        f"{name} must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T09:30:00Z."
+    )
+    if not _DATE_TIME.fullmatch(text):
+        raise invalid
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidEventQueryError(f"{name} must be an ISO 8601 date or time.") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError:  # month 13, year 0, a leap second, an offset of 24 hours or more
+        raise invalid from None
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # a real instant beyond datetime's range: past every event
+        return _LAST_MOMENT if moment.year == MAXYEAR else _FIRST_MOMENT
 
 
 def _limit(value: str | None) -> int:
-    if value is None or value == "":
+    if value is None:
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    # ASCII digits only: "²" is a digit to str.isdigit, but not to int()
+    well_formed = value.isascii() and value.isdigit() and len(value) <= 9
+    if not well_formed or not 1 <= int(value) <= MAX_LIMIT:
         raise InvalidEventQueryError(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
     return int(value)
 
 
 def encode_cursor(event_id: int) -> str:
-    return base64.urlsafe_b64encode(f"before:{event_id}".encode()).decode().rstrip("=")
+    return str(event_id)
 
 
 def decode_cursor(cursor: str) -> int:
-    """The event id a cursor names; raises :class:`InvalidEventQueryError`."""
+    """The event id a cursor names; raises :class:`InvalidEventQueryError`.
+
+    Cursors issued before they became plain ids (base64 of ``before:<id>``) are still read.
+    """
+    if _CURSOR.fullmatch(cursor):
+        return int(cursor)
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
     prefix, _, number = raw.partition(":")
-    if prefix != "before" or not number.isdigit():
+    if prefix != "before" or not _CURSOR.fullmatch(number):
         raise InvalidEventQueryError("cursor is not one this API returned.")
     return int(number)
 

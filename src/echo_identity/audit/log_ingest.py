@@ -3,20 +3,23 @@
 A body is one JSON object or a JSON array of them (a batch); each object has ``level``
 (debug, info, warning, error, critical), ``message``, and optionally ``timestamp`` (ISO 8601
 with a zone, or Unix seconds) and ``fields`` (an object). Anything else is refused as a whole:
-a batch is stored entirely or not at all. Messages and fields pass the same redaction as the
+a batch is stored entirely or not at all. The body is read with
+:func:`~echo_identity.web.json_input.parse_json`: nesting deeper than its limit, NUL characters
+and lone surrogates are refused before anything is redacted or stored (so a 900-deep ``fields``
+never reaches the recursive redaction). Messages and fields pass the same redaction as the
 application's own log lines before they are stored. Errors (all HTTP 400)::
 
     LogBodyError
     ├── BodyTooLargeError      body_too_large
-    ├── InvalidJsonError       invalid_json
     ├── BatchTooLargeError     batch_too_large
     ├── InvalidLogEventError   invalid_log_event
     └── UnknownLevelError      unknown_level
+    web.json_input.InvalidJsonError   invalid_json
+    └── JsonTooDeepError              json_too_deep
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -28,6 +31,7 @@ from echo_identity.audit.log_models import ApplicationLog
 from echo_identity.db import utcnow
 from echo_identity.errors import EchoError
 from echo_identity.logs import redact_value, scrub_text
+from echo_identity.web.json_input import parse_json
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_MESSAGE_CHARS = 8192
@@ -42,11 +46,6 @@ class LogBodyError(EchoError):
 
 class BodyTooLargeError(LogBodyError):
     code = "body_too_large"
-
-
-class InvalidJsonError(LogBodyError):
-    code = "invalid_json"
-    description = "The body is not valid JSON."
 
 
 class BatchTooLargeError(LogBodyError):
@@ -69,16 +68,10 @@ class LogEntry:
     fields: dict[str, Any]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_log_body(raw: bytes, *, max_batch: int) -> list[LogEntry]:
-    """The redacted entries of a /log body; raises a :class:`LogBodyError` subclass."""
-    try:
-        document = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError, UnicodeDecodeError):
-        raise InvalidJsonError() from None
+    """The redacted entries of a /log body; raises a :class:`LogBodyError` subclass or
+    :class:`~echo_identity.web.json_input.InvalidJsonError` (see the module docstring)."""
+    document = parse_json(raw)
     items = document if isinstance(document, list) else [document]
     if not items:
         raise InvalidLogEventError("Send at least one log event.")

@@ -77,8 +77,9 @@ def record(
             "severity": str(severity),
             "actor": actor,
             "subject": subject,
-            "client_id": client_id,
-            "ip": context.ip,
+            # bounded to their columns here too, whatever the caller checked
+            "client_id": client_id[:64] if client_id else None,
+            "ip": context.ip[:45] if context.ip else None,
             "user_agent": (context.user_agent or "")[:512] or None,
             "request_id": context.request_id,
             "token_fingerprint": token_fingerprint,

@@ -3,12 +3,19 @@
 API routes (``/api/``, health checks, and blueprints registered with :func:`json_blueprint`)
 and clients that prefer JSON get ``{"error": code, "error_description": ..., "request_id": ...}``;
 browsers get a small HTML page with the same information.
+
+A store that does not answer (the database, Redis) fails the request closed with 503
+``service_unavailable`` (:class:`StoreUnavailableError`), wherever it is noticed: in a view, or
+while the session is opened or saved around it.
 """
 
 from __future__ import annotations
 
+import redis
+from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from echo_identity.errors import EchoError
@@ -27,6 +34,21 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+# Errors meaning "the store did not answer", not "the request or our code is wrong".
+STORE_OUTAGES: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.TimeoutError,  # connection pool exhausted
+)
+
+
+class StoreUnavailableError(EchoError):
+    """A store this instance depends on (database, Redis) is unreachable; retry later."""
+
+    code = "service_unavailable"
+    status = 503
+    description = "The service is temporarily unavailable. Try again in a moment."
 
 
 def json_blueprint(app: Flask, blueprint: Blueprint) -> None:
@@ -75,7 +97,19 @@ def _csrf_error(_exc: CSRFError) -> Response:
     )
 
 
+def _store_outage(exc: Exception) -> Response:
+    # A warning without the trace: one per request while the store is down, and the trace says
+    # nothing the store's own monitoring does not.
+    log.warning("store_unavailable", error_type=type(exc).__name__)
+    return _echo_error(StoreUnavailableError())
+
+
 def _http_error(exc: HTTPException) -> Response:
+    # Flask turns errors raised outside the view (opening or saving the session, after-request
+    # hooks such as the rate-limit headers) into a 500 carrying the original exception.
+    original = getattr(exc, "original_exception", None)
+    if isinstance(original, STORE_OUTAGES):
+        return _store_outage(original)
     status = exc.code or 500
     code = _HTTP_CODES.get(status, "server_error" if status >= 500 else "invalid_request")
     response = error_response(code, status, exc.description or "")
@@ -93,8 +127,20 @@ def _unexpected(exc: Exception) -> Response:
     )
 
 
+def _protocol_error(exc: OAuth2Error) -> Response:
+    """An Authlib protocol error that escaped the endpoint's own handling (e.g. a plain-http
+    ``Host`` in development: ``insecure_transport``): its wire code and status, no trace."""
+    status = int(exc.status_code or 400)
+    return error_response(
+        str(exc.error or "invalid_request"), status, str(exc.description or "Invalid request.")
+    )
+
+
 def init_app(app: Flask) -> None:
     app.register_error_handler(EchoError, _echo_error)
+    app.register_error_handler(OAuth2Error, _protocol_error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
+    for outage in STORE_OUTAGES:
+        app.register_error_handler(outage, _store_outage)
     app.register_error_handler(Exception, _unexpected)

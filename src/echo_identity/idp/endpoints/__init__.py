@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask import Flask
 
+from echo_identity.audit.events import EventType
 from echo_identity.config import Settings
 from echo_identity.idp.endpoints.blueprint import bp
 from echo_identity.idp.provider import EchoAuthorizationServer
+from echo_identity.web import hygiene
 from echo_identity.web.errors import json_blueprint
 
 
@@ -27,6 +29,14 @@ def register_endpoints(app: Flask, server: EchoAuthorizationServer, settings: Se
     server.register_endpoint(logout.EchoEndSessionEndpoint)
     app.register_blueprint(bp)
     json_blueprint(app, bp)
+    # A token request the input screen refuses is a failed token request: audited, and it
+    # spends the failure limit like any other.
+    hygiene.audit_refusals_of(
+        app,
+        "/token",
+        EventType.TOKEN_REQUEST_FAILED,
+        also=lambda ip: token.failure_limit().spend(ip),
+    )
     if settings.dev_mode:
         from echo_identity.idp.endpoints import test_token
 
