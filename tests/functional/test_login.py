@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from sqlalchemy import func, select
 
@@ -78,13 +80,19 @@ def test_login_without_csrf_token_is_refused(browser: Browser, user: TestUser) -
 
 
 def test_login_rotates_the_session_id(browser: Browser, user: TestUser) -> None:
+    # An attacker fixes a session id in the victim's browser; a visitor has no stored
+    # session before signing in, only the signed anonymous cookie (CSRF secret).
+    planted = "planted-" + secrets.token_urlsafe(16)
+    browser.cookies["echo_session"] = planted
     browser.get("/login")
-    anonymous_id = browser.cookies["echo_session"]
+    anonymous = browser.cookies["echo_anon"]
     browser.login(user.username, user.password)
-    assert browser.cookies["echo_session"] != anonymous_id
-    fixated = Browser(browser.server)
-    fixated.cookies["echo_session"] = anonymous_id
-    assert fixated.get("/account").status_code == 302
+    assert browser.cookies["echo_session"] != planted
+    assert "echo_anon" not in browser.cookies
+    for name, value in (("echo_session", planted), ("echo_anon", anonymous)):
+        fixated = Browser(browser.server)
+        fixated.cookies[name] = value
+        assert fixated.get("/account").status_code == 302, name
 
 
 def test_logout_ends_the_server_side_session(browser: Browser, user: TestUser) -> None:

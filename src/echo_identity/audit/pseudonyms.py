@@ -6,9 +6,16 @@ separate ``audit_pseudonyms`` table; deleting a user's row (:func:`forget_user`)
 chain intact and verifiable while nothing links the pseudonym back to the person.
 
 The map insert is cheap on the hot path: the first time a process sees a pseudonym it adds an
-``INSERT ... ON CONFLICT DO NOTHING`` to the caller's transaction; once that transaction has
-committed the pseudonym is remembered (in a bounded in-process set) and later events add
-nothing. A rolled-back transaction forgets the pending pseudonyms, so the next event retries.
+``INSERT ... SELECT ... FROM users WHERE users.sub = :sub ON CONFLICT DO NOTHING`` to the
+caller's transaction; once that transaction has committed the pseudonym is remembered (in a
+bounded in-process set) and later events add nothing. A rolled-back transaction forgets the
+pending pseudonyms, so the next event retries.
+
+Only people get a map row: the ``SELECT`` from ``users`` makes the insert a no-op for a value
+that is no user's ``sub`` (a random path segment an unauthenticated caller sent, say), so a
+caller cannot grow the map, however many such values reach :func:`record`
+(docs/audit.md#bounded-writes). Such a pseudonym is never remembered either; when the insert
+added nothing, one ``SELECT`` tells "mapped by another process" (remembered) from "no user".
 """
 
 from __future__ import annotations
@@ -16,13 +23,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from sqlalchemy import Table, delete, event
+from sqlalchemy import Table, bindparam, column, delete, event, select, table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction
 
 from echo_identity.audit.models import AuditPseudonym
 from echo_identity.crypto.digests import derive_key
-from echo_identity.db import utcnow
+from echo_identity.db import UTCDateTime, utcnow
 
 PREFIX = "u_"
 TYPED_PREFIX = "n_"
@@ -31,10 +38,24 @@ MAX_REMEMBERED = 100_000  # bound on the in-process set of pseudonyms known to b
 _PENDING = "echo.audit.pending_pseudonyms"
 _OWNER = "echo.audit.pseudonyms"
 _TABLE: Table = AuditPseudonym.__table__  # type: ignore[assignment]
+# A lightweight view of accounts' table: the audit core does not import the accounts domain.
+_USERS = table("users", column("sub"))
+_MAX_SUB = 255  # the map's user_sub column; a longer value is no user's sub
+# One row (the map entry) when ``:user_sub`` is a user's sub, none otherwise. The WHERE also
+# keeps SQLite from reading ON CONFLICT as a join constraint.
+_MAPPED_USER = select(
+    bindparam("pseudonym", type_=_TABLE.c.pseudonym.type),
+    _USERS.c.sub,
+    bindparam("created_at", type_=UTCDateTime()),
+).where(_USERS.c.sub == bindparam("user_sub", type_=_TABLE.c.user_sub.type))
 _INSERTS = {
-    "sqlite": sqlite.insert(_TABLE).on_conflict_do_nothing(index_elements=["pseudonym"]),
-    "postgresql": postgresql.insert(_TABLE).on_conflict_do_nothing(index_elements=["pseudonym"]),
+    name: dialect.insert(_TABLE)
+    .from_select(["pseudonym", "user_sub", "created_at"], _MAPPED_USER)
+    .on_conflict_do_nothing(index_elements=["pseudonym"])
+    .returning(_TABLE.c.pseudonym)  # a row back only when one was inserted
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
+_IS_MAPPED = select(_TABLE.c.pseudonym).where(_TABLE.c.pseudonym == bindparam("pseudonym"))
 
 
 class PseudonymsNotConfiguredError(RuntimeError):
@@ -55,28 +76,39 @@ class Pseudonyms:
 
     def of(self, sub: str) -> str:
         """The pseudonym of the user ``sub`` (deterministic for one secret key)."""
-        digest = hmac.new(self._key, sub.encode(), hashlib.sha256).hexdigest()
+        # surrogatepass: a lone surrogate (never a real sub) still has a pseudonym, not a crash
+        message = sub.encode("utf-8", "surrogatepass")
+        digest = hmac.new(self._key, message, hashlib.sha256).hexdigest()
         return PREFIX + digest[:DIGEST_HEX]
 
     def of_typed_name(self, name: str) -> str:
         """A keyed digest of a sign-in name that matches no account (``n_`` + hex): failed
         attempts on one typed name can be grouped without the name, which may be a mistyped
         password, ever being stored. Never mapped back."""
-        message = b"typed-name\x00" + name.casefold().encode()
+        message = b"typed-name\x00" + name.casefold().encode("utf-8", "surrogatepass")
         return TYPED_PREFIX + hmac.new(self._key, message, hashlib.sha256).hexdigest()[:DIGEST_HEX]
 
     def mapped(self, session: Session, sub: str) -> str:
-        """The pseudonym of ``sub``, its map row added to ``session``'s transaction unless this
-        process already saw it committed (no statement at all in that case)."""
+        """The pseudonym of ``sub``, its map row added to ``session``'s transaction when ``sub``
+        is a user's and this process has not already seen that row committed (no statement at
+        all in that case). For a ``sub`` that is no user's, nothing is written."""
         pseudonym = self.of(sub)
         if pseudonym in self._mapped:
             return pseudonym
         pending: set[str] = session.info.setdefault(_PENDING, set())
-        if pseudonym not in pending:
-            session.execute(
-                _INSERTS[session.get_bind().dialect.name],
-                {"pseudonym": pseudonym, "user_sub": sub, "created_at": utcnow()},
-            )
+        if pseudonym in pending or not _storable(sub):
+            return pseudonym
+        session.flush()  # a user added earlier in this transaction must be visible to the SELECT
+        inserted = session.execute(
+            _INSERTS[session.get_bind().dialect.name],
+            {"pseudonym": pseudonym, "user_sub": sub, "created_at": utcnow()},
+        )
+        # Inserted now, or already there (another process mapped it): remembered once this
+        # transaction commits. Neither (no such user): never remembered, nothing written.
+        if (
+            inserted.first() is not None
+            or session.execute(_IS_MAPPED, {"pseudonym": pseudonym}).first() is not None
+        ):
             pending.add(pseudonym)
             session.info[_OWNER] = self
         return pseudonym
@@ -94,6 +126,18 @@ class Pseudonyms:
         if len(self._mapped) + len(pseudonyms) > MAX_REMEMBERED:
             self._mapped.clear()  # cheap bound: a forgotten one costs one no-op INSERT later
         self._mapped.update(pseudonyms)
+
+
+def _storable(sub: str) -> bool:
+    """False for what no stored ``sub`` can be (too long, NUL, not encodable): such a value is
+    not even sent to the database, where PostgreSQL would refuse it with an error."""
+    if len(sub) > _MAX_SUB or "\x00" in sub:
+        return False
+    try:
+        sub.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 @event.listens_for(Session, "after_commit")

@@ -22,13 +22,19 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from echo_identity.audit.alert_models import Alert
 from echo_identity.audit.events import EventType
-from echo_identity.audit.models import AuditEvent
+from echo_identity.audit.models import AuditEvent, RefusalWindow
 from echo_identity.config import Settings
 from echo_identity.db import utcnow
 from echo_identity.idp.models import SigningKey
 from echo_identity.vault.models import Connection, DataKey, Provider
 
 EVENTS = cast(Table, AuditEvent.__table__)
+WINDOWS = cast(Table, RefusalWindow.__table__)
+# How many occurrences an event stands for: the summary of an aggregated refusal window
+# (audit/refusals.py) carries the repeats after the window's first event in details.repeated;
+# every other event is one occurrence (the same weight as audit.rules.weight).
+_OCCURRENCE = func.coalesce(EVENTS.c.details["repeated"].as_integer(), 1)
+OCCURRENCES = func.sum(_OCCURRENCE)
 TOP_IPS = 10
 MAX_LISTED_CONNECTIONS = 100
 LOGIN_TYPES = (EventType.LOGIN_SUCCESS, EventType.LOGIN_FAILURE, EventType.LOGIN_LOCKED)
@@ -182,6 +188,16 @@ def _age_days(moment: datetime, now: datetime) -> int:
     return max(0, (now - moment).days)
 
 
+@dataclass(frozen=True)
+class OpenRepeats:
+    """Refusals counted in a still-open aggregation window beyond its first event."""
+
+    event_type: str
+    day: str  # the UTC day the window started
+    ip: str | None
+    count: int
+
+
 class SecurityReportBuilder:
     """Builds a :class:`SecurityReport` from the database behind ``session`` (read only)."""
 
@@ -202,13 +218,16 @@ class SecurityReportBuilder:
         window = and_(EVENTS.c.occurred_at >= since, EVENTS.c.occurred_at < until)
         step = progress or (lambda _section: None)
         step("event counts")
+        open_repeats = self._open_repeats(since, until)
         by_type = self._counts_by_type(window)
+        for repeat in open_repeats:
+            by_type[repeat.event_type] = by_type.get(repeat.event_type, 0) + repeat.count
         step("sign-ins per day")
-        daily = self._daily_logins(window)
+        daily = self._daily_logins(window, open_repeats)
         step("clients")
         clients = self._clients(window)
         step("source IPs")
-        top_ips = self._top_ips(window)
+        top_ips = self._top_ips(window, open_repeats)
         step("alerts, connections and keys")
         reauth_total, reauth = self._needs_reauth()
         return SecurityReport(
@@ -252,7 +271,7 @@ class SecurityReportBuilder:
 
     def _counts_by_type(self, window: ColumnElement[bool]) -> dict[str, int]:
         rows = self._session.execute(
-            select(EVENTS.c.event_type, func.count()).where(window).group_by(EVENTS.c.event_type)
+            select(EVENTS.c.event_type, OCCURRENCES).where(window).group_by(EVENTS.c.event_type)
         )
         return {str(event_type): int(count) for event_type, count in rows}
 
@@ -262,10 +281,29 @@ class SecurityReportBuilder:
             return sql_cast(func.timezone("UTC", EVENTS.c.occurred_at), Date)
         return func.date(EVENTS.c.occurred_at)  # SQLite stores UTC text
 
-    def _daily_logins(self, window: ColumnElement[bool]) -> list[DailyLogins]:
+    def _open_repeats(self, since: datetime, until: datetime) -> list[OpenRepeats]:
+        """Refusals counted in aggregation windows that are still open (their summary event is
+        not written yet), so the report is exact before the worker closes them."""
+        rows = self._session.execute(
+            select(
+                WINDOWS.c.event_type, WINDOWS.c.window_started_at, WINDOWS.c.ip, WINDOWS.c.count
+            ).where(
+                WINDOWS.c.count > 1,
+                WINDOWS.c.window_started_at >= since,
+                WINDOWS.c.window_started_at < until,
+            )
+        )
+        return [
+            OpenRepeats(str(kind), _utc(started).date().isoformat(), ip, int(count) - 1)
+            for kind, started, ip, count in rows
+        ]
+
+    def _daily_logins(
+        self, window: ColumnElement[bool], open_repeats: list[OpenRepeats]
+    ) -> list[DailyLogins]:
         day = self._day().label("day")
         rows = self._session.execute(
-            select(day, EVENTS.c.event_type, func.count())
+            select(day, EVENTS.c.event_type, OCCURRENCES)
             .where(window, EVENTS.c.event_type.in_([str(t) for t in LOGIN_TYPES]))
             .group_by(day, EVENTS.c.event_type)
         )
@@ -273,6 +311,10 @@ class SecurityReportBuilder:
         for value, event_type, count in rows:
             key = value.isoformat() if isinstance(value, date) else str(value)
             days[key][str(event_type)] = int(count)
+        for repeat in open_repeats:
+            if repeat.event_type in LOGIN_TYPES:
+                counts = days[repeat.day]
+                counts[repeat.event_type] = counts.get(repeat.event_type, 0) + repeat.count
         return [
             DailyLogins(
                 day=key,
@@ -285,7 +327,7 @@ class SecurityReportBuilder:
 
     def _clients(self, window: ColumnElement[bool]) -> list[ClientActivity]:
         rows = self._session.execute(
-            select(EVENTS.c.client_id, EVENTS.c.event_type, func.count())
+            select(EVENTS.c.client_id, EVENTS.c.event_type, OCCURRENCES)
             .where(
                 window,
                 EVENTS.c.event_type.in_([str(t) for t in CLIENT_TYPES]),
@@ -311,9 +353,11 @@ class SecurityReportBuilder:
         ]
         return sorted(counts, key=lambda a: (-a.count, a.rule, a.severity))
 
-    def _top_ips(self, window: ColumnElement[bool]) -> list[SourceIp]:
-        total = func.count().label("total")
-        failures = func.sum(case((EVENTS.c.outcome == "failure", 1), else_=0))
+    def _top_ips(
+        self, window: ColumnElement[bool], open_repeats: list[OpenRepeats]
+    ) -> list[SourceIp]:
+        total = OCCURRENCES.label("total")
+        failures = func.sum(case((EVENTS.c.outcome == "failure", _OCCURRENCE), else_=0))
         rows = self._session.execute(
             select(EVENTS.c.ip, total, failures)
             .where(window, EVENTS.c.ip.is_not(None))
@@ -321,7 +365,14 @@ class SecurityReportBuilder:
             .order_by(total.desc(), EVENTS.c.ip)
             .limit(TOP_IPS)
         )
-        return [SourceIp(str(ip), int(count), int(failed or 0)) for ip, count, failed in rows]
+        found = {str(ip): [int(count), int(failed or 0)] for ip, count, failed in rows}
+        for repeat in open_repeats:  # every aggregated event is a refusal
+            if repeat.ip:
+                counts = found.setdefault(repeat.ip, [0, 0])
+                counts[0] += repeat.count
+                counts[1] += repeat.count
+        ranked = sorted(found.items(), key=lambda item: (-item[1][0], item[0]))[:TOP_IPS]
+        return [SourceIp(ip, total, failed) for ip, (total, failed) in ranked]
 
     def _needs_reauth(self) -> tuple[int, list[ReauthConnection]]:
         waiting = Connection.status == "needs_reauth"
@@ -385,6 +436,13 @@ class SecurityReportBuilder:
             DataKeyAge(str(kek_id), int(count), _oldest_days(oldest, now), int(over or 0))
             for kek_id, count, oldest, over in rows
         ]
+
+
+def _utc(moment: datetime | str) -> datetime:
+    # A TypeDecorator column read through Core on SQLite may come back as text.
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _oldest_days(oldest: datetime | str | None, now: datetime) -> int:

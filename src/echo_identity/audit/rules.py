@@ -4,6 +4,10 @@ Every rule takes events sorted by time (``EventRecord``) plus what it needs from
 history, and returns :class:`Finding` objects. A finding names its rule, a severity, a *key*
 (what it is about: an account, an IP, a client) used to de-duplicate alerts, a summary and the
 ids of the events that prove it. ``docs/audit.md`` ("Detection rules") explains each default.
+
+Rules that count events count their :func:`weight`: repeated identical refusals are stored as
+one event per window plus a summary with a count (``audit.refusals``), and aggregation must
+never hide an attack from a threshold.
 """
 
 from __future__ import annotations
@@ -77,6 +81,20 @@ def ip_prefix(ip: str | None) -> str | None:
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
+def weight(event: EventRecord) -> int:
+    """How many occurrences ``event`` stands for: the summary of an aggregated refusal window
+    stands for the ``details.repeated`` refusals that followed the window's first event (an
+    event of its own, counted 1); every other event counts 1."""
+    repeated = event.details.get("repeated")
+    if isinstance(repeated, int) and not isinstance(repeated, bool) and repeated > 0:
+        return repeated
+    return 1
+
+
+def _weighed(events: Iterable[EventRecord]) -> int:
+    return sum(weight(event) for event in events)
+
+
 def _evidence(events: Iterable[EventRecord]) -> tuple[int, ...]:
     ids = sorted({event.id for event in events})
     return tuple(ids[-MAX_EVIDENCE:])
@@ -117,9 +135,12 @@ def _latest_window(
 
 def account_of(event: EventRecord) -> str | None:
     """The account a login event is about: its subject (a pseudonym), else the keyed digest of
-    a name that matches no account."""
+    a name that matches no account; ``None`` for a window summary that names none (the
+    aggregated refusals may each have been about another account)."""
     typed = event.details.get("typed_name")
-    return event.subject or (str(typed) if typed else None) or event.actor
+    if event.subject or typed:
+        return event.subject or str(typed)
+    return None if "repeated" in event.details else event.actor
 
 
 def _minutes(window: timedelta) -> int:
@@ -131,14 +152,14 @@ def login_failures(events: Sequence[EventRecord], limits: Thresholds) -> list[Fi
     findings = []
     failures = _of_type(events, EventType.LOGIN_FAILURE)
     for account, group in _group(failures, account_of).items():
-        span = _latest_window(group, limits.login_window, lambda s: len(s) >= limits.login_failures)
+        span = _latest_window(group, limits.login_window, _at_least(limits.login_failures))
         if span is not None:
             findings.append(
                 Finding(
                     Rule.LOGIN_FAILURES,
                     str(Severity.WARNING),
                     f"account:{account}",
-                    f"{len(span)} failed sign-ins for account {account} "
+                    f"{_weighed(span)} failed sign-ins for account {account} "
                     f"within {_minutes(limits.login_window)} minutes",
                     _evidence(span),
                 )
@@ -178,9 +199,7 @@ def vault_denials(events: Sequence[EventRecord], limits: Thresholds) -> list[Fin
     by_client = _group(denied, lambda e: f"client:{e.client_id}" if e.client_id else None)
     by_ip = _group(denied, lambda e: f"ip:{e.ip}" if e.ip else None)
     for key, group in [*by_client.items(), *by_ip.items()]:
-        span = _latest_window(
-            group, limits.vault_denial_window, lambda s: len(s) >= limits.vault_denials
-        )
+        span = _latest_window(group, limits.vault_denial_window, _at_least(limits.vault_denials))
         if span is not None:
             kind, _, who = key.partition(":")
             findings.append(
@@ -188,7 +207,7 @@ def vault_denials(events: Sequence[EventRecord], limits: Thresholds) -> list[Fin
                     Rule.VAULT_DENIALS,
                     str(Severity.WARNING),
                     key,
-                    f"{len(span)} refused vault reads by {kind} {who} "
+                    f"{_weighed(span)} refused vault reads by {kind} {who} "
                     f"within {_minutes(limits.vault_denial_window)} minutes",
                     _evidence(span),
                 )
@@ -270,7 +289,7 @@ def vault_read_spike(
                     Rule.VAULT_READ_SPIKE,
                     str(Severity.WARNING),
                     f"client:{client}",
-                    f"client {client} read {len(span)} vault tokens within "
+                    f"client {client} read {_weighed(span)} vault tokens within "
                     f"{_minutes(limits.rate_window)} minutes (its average is "
                     f"{baseline:.1f} per hour)",
                     _evidence(span),
@@ -280,7 +299,7 @@ def vault_read_spike(
 
 
 def _at_least(count: float) -> Callable[[Sequence[EventRecord]], bool]:
-    return lambda span: len(span) >= count
+    return lambda span: _weighed(span) >= count
 
 
 def _each_event(

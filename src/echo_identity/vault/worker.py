@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from echo_identity.audit import pseudonyms
 from echo_identity.audit.events import EventType
 from echo_identity.audit.monitoring import monitoring_pass
+from echo_identity.audit.refusals import close_refusal_windows
 from echo_identity.audit.sealer import seal_events
 from echo_identity.audit.service import record
 from echo_identity.db import Database, utcnow
@@ -113,10 +114,14 @@ def run_pass(database: Database, runtime: VaultRuntime) -> PassResult:
 
 
 def purge_provider_tables(database: Database, runtime: VaultRuntime) -> dict[str, int]:
-    """Delete expired codes, token families and access-token records (``idp/cleanup.py``);
-    a failure is logged and retried next pass. Returns the counts by audit event type."""
+    """Delete expired codes, token families and access-token records (``idp/cleanup.py``),
+    and close the refusal windows that are over (``audit/refusals.py``: their counts become
+    events); a failure is logged and retried next pass. Returns the counts by audit event type."""
     try:
-        return purge_expired(database, runtime.settings)
+        purged = purge_expired(database, runtime.settings)
+        with database.transaction() as session:
+            close_refusal_windows(session, window_seconds=runtime.settings.audit_refusal_window)
+        return purged
     except Exception:  # housekeeping must never stop the vault work
         log.exception("provider_cleanup_failed")
         return {}

@@ -18,6 +18,7 @@ from echo_identity.audit.sealer import CHAINED_COLUMNS, seal_events
 from echo_identity.audit.service import RequestContext, forget_user, record
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.provider import keyring_factory
+from tests.factories import create_user
 from tests.support.environment import app_environment, settings_for
 from tests.support.server import run_cli
 
@@ -231,12 +232,14 @@ def test_a_tampered_checkpoint_signature_fails_verification(
 def test_forgetting_a_user_deletes_the_map_row_and_the_chain_still_verifies(
     env: dict[str, str], database: Database
 ) -> None:
-    record_events(database, 3, user="alice-sub")
-    record_events(database, 2, user="bob-sub")
+    # Real users: only a user's sub gets a map row.
+    alice_sub, bob_sub = create_user(database).sub, create_user(database).sub
+    record_events(database, 3, user=alice_sub)
+    record_events(database, 2, user=bob_sub)
     seal(env, database)
-    alice = pseudonyms.current().of("alice-sub")
+    alice = pseudonyms.current().of(alice_sub)
     with database.transaction() as session:
-        assert forget_user(session, "alice-sub") == alice
+        assert forget_user(session, alice_sub) == alice
     seal(env, database)
 
     code, report = verify(env)
@@ -245,6 +248,6 @@ def test_forgetting_a_user_deletes_the_map_row_and_the_chain_still_verifies(
     with database.read_session() as session:
         mapped = set(session.scalars(select(AuditPseudonym.user_sub)))
         subjects = list(session.scalars(select(AuditEvent.subject)))
-    assert mapped == {"bob-sub"}
+    assert mapped == {bob_sub}
     assert subjects.count(alice) == 4  # her events remain, under a pseudonym nobody resolves
-    assert "alice-sub" not in subjects
+    assert alice_sub not in subjects

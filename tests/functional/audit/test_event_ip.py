@@ -15,23 +15,27 @@ from sqlalchemy import select
 from echo_identity.audit.models import AuditEvent
 from echo_identity.db import Database
 from tests.support.browser import PROXY_HOST
+from tests.support.oidc import service_client
 from tests.support.server import LiveServer
 
 
 def _failed_token_request_ip(server: LiveServer, headers: dict[str, str]) -> str | None:
-    """Send a token request with an unknown client and return the IP its audit event holds."""
-    probe = "probe" + secrets.token_hex(8)
+    """Send a token request with a wrong secret for a fresh client and return the IP its audit
+    event holds (a fresh client: the first refusal of its aggregation window is an event)."""
+    client = service_client(server)
+    request_id = "probe-" + secrets.token_hex(8)
     response = httpx.post(
         f"{server.base_url}/token",
         data={"grant_type": "client_credentials"},
-        auth=(probe, "wrong"),
-        headers=headers,
+        auth=(client.client_id, "wrong"),
+        headers={**headers, "X-Request-ID": request_id},
     )
     assert response.status_code == 401, response.text
     database = Database(server.env["ECHO_DATABASE_URL"])
     try:
         with database.session() as session:
-            [event] = session.scalars(select(AuditEvent).where(AuditEvent.client_id == probe))
+            [event] = session.scalars(select(AuditEvent).where(AuditEvent.request_id == request_id))
+            assert event.client_id == client.client_id
             return event.ip
     finally:
         database.dispose()

@@ -129,6 +129,89 @@ def test_occasional_vault_denials_are_silent() -> None:
     assert rules.vault_denials(events, LIMITS) == []
 
 
+def aggregated_denials(repeated: int, ip: str = "192.0.2.9") -> list[EventRecord]:
+    """A burst stored the ``audit.refusals`` way: the window's first event, then its summary."""
+    first = event(
+        EventType.VAULT_TOKEN_DENIED,
+        0,
+        outcome="failure",
+        client_id="billing",
+        ip=ip,
+        details={"error": "invalid_token", "aggregated": {"window": 60, "key": "k1"}},
+    )
+    summary = event(
+        EventType.VAULT_TOKEN_DENIED,
+        1.5,
+        outcome="failure",
+        actor="worker",
+        client_id="billing",
+        ip=ip,
+        details={"repeated": repeated, "aggregated": {"key": "k1"}},
+    )
+    return [first, summary]
+
+
+def test_an_aggregated_burst_of_vault_denials_fires_per_client_and_per_ip() -> None:
+    # Two stored events standing for 500 denials: as loud as 500 separate rows.
+    findings = rules.vault_denials(aggregated_denials(repeated=499), LIMITS)
+    assert sorted(f.key for f in findings) == ["client:billing", "ip:192.0.2.9"]
+    assert all(f.summary.startswith("500 refused vault reads") for f in findings)
+
+
+def test_an_aggregated_window_counts_exactly_its_refusals() -> None:
+    # first + 3 repeats = 4 denials: below the threshold of 5, so silent; 4 repeats fire.
+    assert rules.vault_denials(aggregated_denials(repeated=3), LIMITS) == []
+    assert len(rules.vault_denials(aggregated_denials(repeated=4), LIMITS)) == 2
+
+
+def test_aggregated_login_failures_for_one_account_fire() -> None:
+    burst = [
+        failure(0, "u_erin"),
+        event(
+            EventType.LOGIN_FAILURE,
+            1,
+            outcome="failure",
+            subject="u_erin",
+            details={"repeated": 9, "aggregated": {"key": "k2"}},
+        ),
+    ]
+    [finding] = rules.login_failures(burst, LIMITS)
+    assert finding.key == "account:u_erin"
+    assert finding.summary.startswith("10 failed sign-ins")
+
+
+def test_a_summary_that_names_no_account_is_not_pinned_on_its_recorder() -> None:
+    summaries = [
+        event(
+            EventType.LOGIN_FAILURE,
+            i,
+            outcome="failure",
+            actor="worker",
+            details={"repeated": 50, "aggregated": {"key": f"k{i}"}},
+        )
+        for i in range(5)
+    ]
+    assert rules.login_failures(summaries, LIMITS) == []
+    assert rules.password_spraying(summaries, LIMITS) == []
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        ({}, 1),
+        ({"repeated": 7}, 7),
+        ({"repeated": 0}, 1),
+        ({"repeated": -3}, 1),
+        ({"repeated": "9"}, 1),
+        ({"repeated": True}, 1),
+    ],
+)
+def test_weight_counts_a_summary_as_its_repeats_and_anything_else_as_one(
+    details: dict[str, Any], expected: int
+) -> None:
+    assert rules.weight(event(EventType.VAULT_TOKEN_DENIED, details=details)) == expected
+
+
 def test_vault_read_from_an_unseen_prefix_fires_once_per_prefix() -> None:
     events = [read(0, ip="192.0.2.10"), read(1, ip="192.0.2.11"), read(2, ip="203.0.113.9")]
     [finding] = rules.new_ip_prefix(events, {"billing": {"203.0.113.0/24"}})
