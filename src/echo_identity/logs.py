@@ -5,7 +5,10 @@ Redaction rules (pure, see :func:`redact_event`):
 - a key naming a credential (password, secret, cookie, credential, api key) → ``[REDACTED]``;
 - a key naming a token-like value (token, code, authorization) → ``sha256:<first 12 hex>``,
   the same fingerprint audit events use, so a token can be traced but never replayed;
-- anywhere in any string: ``Bearer <value>`` and JWT-shaped values → their fingerprint.
+- anywhere in any string: ``Bearer <value>``, JWT-shaped values and checksum-valid Echo secrets
+  (``echo_rt_…``, see :mod:`echo_identity.crypto.secret_formats`) → their fingerprint;
+- ``password=value``-style pairs, and a password in the prose form ``with password <value>``,
+  → ``[REDACTED]`` (a password has no shape: any other prose is not recognised).
 
 Standard-library loggers (SQLAlchemy, Alembic, granian) are routed through the same chain.
 """
@@ -21,6 +24,7 @@ from typing import Any
 import structlog
 
 from echo_identity.crypto.digests import fingerprint
+from echo_identity.crypto.secret_formats import replace_secrets
 
 REDACTED = "[REDACTED]"
 _SECRET_WORDS = {"pwd", "credential", "credentials", "kek", "dek"}
@@ -45,6 +49,11 @@ _KEY_SPLIT = re.compile(r"[^a-z0-9]+")
 _INLINE_SECRET = re.compile(
     r"(?i)\b([a-z_]*(?:password|passwd|secret|token|api_?key|code))([\"']?\s*[=:]\s*[\"']?)(?!sha256:|\[REDACTED)([^\s&,;'\"]+)"
 )
+# "login failed for bob with password hunter2": the one prose form where the next word is
+# almost always the value ("password is incorrect", "password changed" stay readable). The
+# pattern starts at the password word (a cheap scan); the words before it are checked after.
+_PROSE_PASSWORD = re.compile(r"(?i)pass(?:w(?:or)?d|phrase)\s+(?!sha256:|\[REDACTED)(\S+)")
+_PROSE_PASSWORD_LEAD = re.compile(r"(?i)\b(?:with|using|used)\s+(?:the\s+)?$")
 
 
 def _masked(value: str) -> str:
@@ -66,12 +75,22 @@ def _key_kind(key: str) -> str | None:
 
 
 def scrub_text(text: str) -> str:
-    """Mask credentials in free text: Bearer/Basic values, JWTs and ``secret=value`` pairs."""
+    """Mask credentials in free text: Echo secrets, Bearer/Basic values, JWTs, ``secret=value``
+    pairs and ``with password <value>``."""
+    text = replace_secrets(text, _masked)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {_masked(m.group(2))}", text)
     text = _JWT.sub(lambda m: _masked(m.group(0)), text)
-    return _INLINE_SECRET.sub(
+    text = _INLINE_SECRET.sub(
         lambda m: m.group(1) + m.group(2) + redact_value(m.group(1), m.group(3)), text
     )
+    return _PROSE_PASSWORD.sub(_prose_password, text)
+
+
+def _prose_password(match: re.Match[str]) -> str:
+    lead = match.string[max(0, match.start() - 12) : match.start()]
+    if not _PROSE_PASSWORD_LEAD.search(lead):
+        return match.group(0)
+    return match.group(0)[: match.start(1) - match.start()] + REDACTED
 
 
 def redact_value(key: str, value: Any) -> Any:
@@ -93,7 +112,8 @@ def _redact_nested(value: Any) -> Any:
     if isinstance(value, str):
         return scrub_text(value)
     if isinstance(value, Mapping):
-        return {str(k): redact_value(str(k), v) for k, v in value.items()}
+        # A key is text too: a secret used as a key (a cache keyed by token) is masked.
+        return {scrub_text(str(k)): redact_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
         return [_redact_nested(v) for v in value]
     return value

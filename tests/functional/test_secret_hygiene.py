@@ -8,6 +8,7 @@ from sqlalchemy import MetaData, select
 from echo_identity.db import Database
 from tests.factories import create_user
 from tests.support.browser import Browser
+from tests.support.secret_scan import echo_shaped
 from tests.support.server import LiveServer
 
 
@@ -50,6 +51,9 @@ def test_login_password_reaches_no_log_line_and_no_database_column(
     stored = _every_stored_value(dev_server.env)
     assert any(user.username == value for value in stored)  # the scan really read the users
     assert not [value for value in stored if user.password in value]
+    # Nothing shaped like an Echo secret (session ids are echo_ss_…) is stored or logged.
+    assert echo_shaped(logs) == []
+    assert not [value for value in stored if echo_shaped(value)]
 
 
 def test_session_cookie_value_is_not_stored_in_clear(dev_server: LiveServer) -> None:
@@ -61,3 +65,4 @@ def test_session_cookie_value_is_not_stored_in_clear(dev_server: LiveServer) -> 
     assert any(browser.session_digest() in value for value in stored)
     assert not [value for value in stored if cookie in value]
     assert cookie not in dev_server.logs()
+    assert not [value for value in stored if echo_shaped(value)]

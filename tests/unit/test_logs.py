@@ -12,7 +12,14 @@ import pytest
 import structlog
 
 from echo_identity.crypto.digests import fingerprint
-from echo_identity.logs import configure_logging, get_logger, redact_event, redact_value
+from echo_identity.crypto.secret_formats import SecretKind, mint
+from echo_identity.logs import (
+    configure_logging,
+    get_logger,
+    redact_event,
+    redact_value,
+    scrub_text,
+)
 
 # Shaped like the real thing so the free-text patterns have something to find.
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz"
@@ -179,6 +186,82 @@ def test_redact_event_redacts_every_key_and_scrubs_the_event_text() -> None:
     }
 
 
+@pytest.mark.parametrize("kind", list(SecretKind))
+def test_echo_secrets_anywhere_in_free_text_become_their_fingerprint(kind: SecretKind) -> None:
+    # No key, no "Bearer", no "=": only the secret's own prefix and checksum give it away.
+    secret = mint(kind)
+    text = f"refresh failed for {secret} (glued:x{secret}y) retrying"
+
+    scrubbed = scrub_text(text)
+
+    assert secret not in scrubbed
+    assert scrubbed == (f"refresh failed for {masked(secret)} (glued:x{masked(secret)}y) retrying")
+
+
+def test_echo_secret_fingerprint_matches_the_one_audit_events_record() -> None:
+    # Under a token key, after "Bearer", after "code=" or bare: always the bare secret's print.
+    secret = mint(SecretKind.REFRESH_TOKEN)
+
+    assert redact_value("refresh_token", secret) == masked(secret)
+    assert (
+        scrub_text(f"Authorization: Bearer {secret}") == f"Authorization: Bearer {masked(secret)}"
+    )
+    assert scrub_text(f"/cb?code={secret}&state=x") == f"/cb?code={masked(secret)}&state=x"
+    assert scrub_text(f"client_secret: {secret}") == f"client_secret: {masked(secret)}"
+
+
+def test_echo_secrets_in_nested_values_and_in_keys_are_masked() -> None:
+    secret, session_id = mint(SecretKind.CLIENT_SECRET), mint(SecretKind.SESSION_ID)
+    value = {"note": f"client used {secret}", "cache": {session_id: "hit"}, "ids": [session_id]}
+
+    redacted = redact_value("fields", value)
+
+    assert redacted == {
+        "note": f"client used {masked(secret)}",
+        "cache": {masked(session_id): "hit"},
+        "ids": [masked(session_id)],
+    }
+
+
+def test_look_alike_with_a_wrong_checksum_is_left_readable() -> None:
+    secret = mint(SecretKind.AUTHORIZATION_CODE)
+    look_alike = secret[:-1] + ("0" if secret[-1] != "0" else "1")
+    text = f"docs say codes look like echo_ac_… e.g. {look_alike}"
+
+    assert scrub_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "login failed for bob with password hunter2",
+            "login failed for bob with password [REDACTED]",
+        ),
+        (
+            "Signed in using the passphrase c0rrect-h0rse!",
+            "Signed in using the passphrase [REDACTED]",
+        ),
+        ("retry WITH PASSWD s3cr3t, then give up", "retry WITH PASSWD [REDACTED] then give up"),
+    ],
+)
+def test_password_after_with_password_in_prose_is_redacted(text: str, expected: str) -> None:
+    assert scrub_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password is incorrect for bob",
+        "password changed for bob",
+        "bob reset his password yesterday",
+        "password: [REDACTED] with password [REDACTED]",
+    ],
+)
+def test_prose_about_passwords_without_a_value_stays_readable(text: str) -> None:
+    assert scrub_text(text) == text
+
+
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """Undo configure_logging: structlog defaults, root handlers and levels."""
@@ -198,22 +281,25 @@ def test_json_logs_from_structlog_and_stdlib_carry_fingerprints_not_credentials(
 ) -> None:
     configure_logging("INFO", "json")  # binds the handler to the sys.stderr capsys installed
     upstream_token = "up-4fJq8sWn2LxY"
+    client_secret = mint(SecretKind.CLIENT_SECRET)
 
     get_logger("echo_identity.test").info(
         "token issued", access_token=JWT, password="hunter2-hunter2", status_code=200
     )
     logging.getLogger("x").info("provider answered Authorization: Bearer %s", upstream_token)
+    logging.getLogger("x").info("client %s rejected", client_secret)
     try:
         raise ValueError(f"refresh refused for Bearer {BEARER_TOKEN}")
     except ValueError:
         logging.getLogger("x").exception("refresh failed")
 
     err = capsys.readouterr().err
-    for secret in (JWT, "hunter2-hunter2", upstream_token, BEARER_TOKEN):
+    for secret in (JWT, "hunter2-hunter2", upstream_token, BEARER_TOKEN, client_secret):
         assert secret not in err
     lines = [json.loads(line) for line in err.splitlines()]
-    assert [line["logger"] for line in lines] == ["echo_identity.test", "x", "x"]
-    issued, answered, failed = lines
+    assert [line["logger"] for line in lines] == ["echo_identity.test", "x", "x", "x"]
+    issued, answered, rejected, failed = lines
+    assert rejected["event"] == f"client {masked(client_secret)} rejected"
     assert issued["event"] == "token issued"
     assert issued["access_token"] == masked(JWT)
     assert issued["password"] == "[REDACTED]"
