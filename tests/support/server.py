@@ -101,7 +101,8 @@ def start_server(
             env=process_environment(env),
         )
     server = LiveServer(f"http://127.0.0.1:{port}", env, log_path, process)
-    deadline = time.monotonic() + 30
+    # generous: on a loaded 2-core machine a cold start (imports, migrations) can take a minute
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.logs()}")

@@ -9,6 +9,10 @@ Rotation is staged so that no relying party ever sees a token signed by a key it
 3. every worker process reloads the key table at most every ``RELOAD_SECONDS`` (the publish-ahead
    minimum is larger), so no restart is needed.
 
+The public keys are answered from memory: while the database is unreachable, ``/jwks`` and token
+verification keep using the last key set read (relying parties must never lose our keys because
+of a database outage); the next reload after it is back picks up any rotation.
+
 :class:`KeySchedule` is the pure rule; :class:`SigningKeyStore` the database side;
 :class:`SigningKeys` the per-process cache the token code uses.
 """
@@ -18,24 +22,28 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.models import SigningKey
+from echo_identity.logs import get_logger
 from echo_identity.vault.keyring import Keyring
 
 ALGORITHMS = ("RS256", "ES256", "EdDSA")
 SYSTEM_OWNER = "system"
 RELOAD_SECONDS = 5.0
 JWTKey = RSAKey | ECKey | OKPKey
+log = get_logger("echo_identity.idp.keys")
 
 
 @contextmanager
@@ -177,10 +185,22 @@ class LoadedKey:
     key: JWTKey
 
 
+@dataclass(frozen=True)
+class _KeySet:
+    """One consistent reading of the key table (swapped whole, so readers never mix two)."""
+
+    infos: tuple[KeyInfo, ...] = ()
+    keys: Mapping[str, LoadedKey] = field(default_factory=dict)
+    public: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
 class SigningKeys:
     """Per-process view of the signing keys, reloaded from the database every few seconds.
 
-    Thread-safe; private keys are decrypted once per process and kept in memory only.
+    Thread-safe; private keys are decrypted once per process and kept in memory only. One thread
+    reloads at a time while the others keep using the keys already loaded, and a reload that
+    fails because the database does not answer keeps them too (retried ``RELOAD_SECONDS``
+    later), so a slow or unreachable database never stops ``/jwks`` once keys were loaded.
     """
 
     def __init__(
@@ -196,47 +216,74 @@ class SigningKeys:
         self._clock = clock
         self._lock = threading.Lock()
         self._loaded_at = float("-inf")
-        self._infos: list[KeyInfo] = []
-        self._keys: dict[str, LoadedKey] = {}
-        self._public: dict[str, dict[str, str]] = {}
+        self._current: _KeySet | None = None
 
-    def _refresh(self, force: bool = False) -> None:
-        if not force and time.monotonic() - self._loaded_at < RELOAD_SECONDS:
-            return
-        with self._lock:
-            if not force and time.monotonic() - self._loaded_at < RELOAD_SECONDS:
-                return
-            with self._database.read_session() as session:
-                store = SigningKeyStore(session, self._keyring_for(session), self.schedule)
-                rows = store.rows()
-                for row in rows:
-                    if row.kid not in self._keys:
-                        self._keys[row.kid] = LoadedKey(row.kid, row.alg, store.load_private(row))
-                self._public = {row.kid: dict(row.public_jwk) for row in rows}
-                self._infos = [_info(row) for row in rows]
+    def _stale(self) -> bool:
+        return time.monotonic() - self._loaded_at >= RELOAD_SECONDS
+
+    def _refresh(self, force: bool = False) -> _KeySet:
+        """The current key set, reloaded first when it is stale (or ``force``).
+
+        Raises the database's error only while no key set was ever loaded (nothing to serve).
+        """
+        current = self._current
+        if current is not None and not force and not self._stale():
+            return current
+        # Once keys are loaded, a reload in progress elsewhere is no reason to wait.
+        if not self._lock.acquire(blocking=force or current is None):
+            assert current is not None
+            return current
+        try:
+            if self._current is not None and not force and not self._stale():
+                return self._current
+            try:
+                self._current = self._load(self._current)
+            except (DBAPIError, PoolTimeoutError) as exc:
+                if self._current is None:
+                    raise
+                log.warning("signing_keys_reload_failed", error_type=type(exc).__name__)
             self._loaded_at = time.monotonic()
+            return self._current
+        finally:
+            self._lock.release()
+
+    def _load(self, previous: _KeySet | None) -> _KeySet:
+        """Read the key table, decrypting only private keys not loaded before."""
+        known = previous.keys if previous is not None else {}
+        with self._database.read_session() as session:
+            store = SigningKeyStore(session, self._keyring_for(session), self.schedule)
+            rows = store.rows()
+            keys = {
+                row.kid: known.get(row.kid) or LoadedKey(row.kid, row.alg, store.load_private(row))
+                for row in rows
+            }
+            return _KeySet(
+                infos=tuple(_info(row) for row in rows),
+                keys=keys,
+                public={row.kid: dict(row.public_jwk) for row in rows},
+            )
 
     def signing_key(self, alg: str) -> LoadedKey:
         """The key that signs ``alg`` now; raises ``LookupError`` when there is none."""
-        self._refresh()
-        info = self.schedule.signing(self._infos, alg, self._clock())
+        current = self._refresh()
+        info = self.schedule.signing(current.infos, alg, self._clock())
         if info is None:
-            self._refresh(force=True)
-            info = self.schedule.signing(self._infos, alg, self._clock())
+            current = self._refresh(force=True)
+            info = self.schedule.signing(current.infos, alg, self._clock())
         if info is None:
             raise LookupError(f"no active {alg} signing key; run: echo-identity keys rotate")
-        return self._keys[info.kid]
+        return current.keys[info.kid]
 
     def verification_key(self, kid: str) -> LoadedKey | None:
         """The published key ``kid`` (reloading once for a kid not seen yet), or ``None``."""
-        self._refresh()
-        if kid not in self._public:
-            self._refresh(force=True)
-        published = {k.kid for k in self.schedule.published(self._infos, self._clock())}
-        return self._keys.get(kid) if kid in published else None
+        current = self._refresh()
+        if kid not in current.public:
+            current = self._refresh(force=True)
+        published = {k.kid for k in self.schedule.published(current.infos, self._clock())}
+        return current.keys.get(kid) if kid in published else None
 
     def jwks(self) -> dict[str, Any]:
         """The public JWK Set: pending, signing and still-needed superseded keys."""
-        self._refresh()
-        published = self.schedule.published(self._infos, self._clock())
-        return {"keys": [self._public[k.kid] for k in published]}
+        current = self._refresh()
+        published = self.schedule.published(current.infos, self._clock())
+        return {"keys": [dict(current.public[k.kid]) for k in published]}

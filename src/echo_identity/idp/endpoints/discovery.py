@@ -1,4 +1,9 @@
-"""Discovery (OpenID Connect Discovery 1.0, RFC 8414) and the JWK Set."""
+"""Discovery (OpenID Connect Discovery 1.0, RFC 8414) and the JWK Set.
+
+Both answer without a store: the metadata comes from settings, the key set from the process's
+key cache (``SigningKeys``), which keeps the last set read while the database is unreachable. So
+relying parties can still discover us and verify the tokens they hold during a database outage.
+"""
 
 from __future__ import annotations
 
