@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import redis
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -12,12 +9,6 @@ from echo_identity import db
 from echo_identity.accounts import views as account_views
 from echo_identity.accounts.passwords import Passwords
 from echo_identity.accounts.session_cookie import ServerSessionInterface
-from echo_identity.accounts.sessions import (
-    RedisSessionStore,
-    SessionPolicy,
-    SessionStore,
-    SqlSessionStore,
-)
 from echo_identity.audit import admin_views as audit_admin_views
 from echo_identity.audit import api as audit_api
 from echo_identity.audit import metrics as audit_metrics
@@ -26,8 +17,10 @@ from echo_identity.audit import well_known as audit_well_known
 from echo_identity.audit.events import EventType
 from echo_identity.config import Settings
 from echo_identity.idp import provider as idp_provider
+from echo_identity.services import build_services, session_store
 from echo_identity.vault import runtime as vault_runtime
 from echo_identity.web import errors, headers, health, hygiene, rate_limits, request_id
+from echo_identity.web.context import attach_services
 from echo_identity.web.csrf import csrf
 
 
@@ -47,7 +40,9 @@ def create_app(settings: Settings, database: db.Database | None = None) -> Flask
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
 
-    database = database or db.Database(settings.database_url)
+    services = build_services(settings, database)
+    attach_services(app, services)
+    database = services.database
     db.init_app(app, database)
     app.extensions["echo.passwords"] = Passwords(
         settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
@@ -75,15 +70,3 @@ def create_app(settings: Settings, database: db.Database | None = None) -> Flask
     audit_admin_views.init_app(app)  # /admin/security-report
     audit_metrics.init_app(app, database)  # /metrics
     return app
-
-
-def session_store(settings: Settings, database: db.Database) -> SessionStore:
-    """Redis when ``ECHO_REDIS_URL`` is set, otherwise the database."""
-    policy = SessionPolicy(
-        idle=timedelta(seconds=settings.session_idle_timeout),
-        absolute=timedelta(seconds=settings.session_absolute_timeout),
-    )
-    if settings.redis_url:
-        client = redis.Redis.from_url(settings.redis_url)
-        return RedisSessionStore(client, policy, prefix=settings.redis_namespace)
-    return SqlSessionStore(database, policy)

@@ -32,12 +32,13 @@ from sqlalchemy.orm import Session
 from echo_identity.accounts.models import User
 from echo_identity.accounts.sessions import SessionStore
 from echo_identity.audit.events import EventType, Severity
-from echo_identity.audit.service import NO_REQUEST, RequestContext, record
+from echo_identity.audit.service import record
 from echo_identity.db import utcnow
 
 # The idp tables are revoked here, below the idp layer, so that one operation serves the
 # account pages and the CLI alike; only the two models are needed, never idp logic.
 from echo_identity.idp.models import AuthorizationCode, TokenFamily
+from echo_identity.web.context import NO_REQUEST, RequestContext
 
 REVOKED_REASON = "credentials_revoked"  # token_families.revoked_reason
 SESSION_EPOCH_KEY = "credentials_epoch"  # browser-session data: the epoch it was signed in under

@@ -30,7 +30,8 @@ from echo_identity.accounts.models import User
 from echo_identity.accounts.passwords import MAX_LENGTH, Passwords, acceptable_password
 from echo_identity.accounts.sessions import SessionStore
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import NO_REQUEST, RequestContext, record
+from echo_identity.audit.service import record
+from echo_identity.web.context import NO_REQUEST, RequestContext
 
 _USERNAME = re.compile(r"[a-z0-9._@+-]{1,64}")
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")

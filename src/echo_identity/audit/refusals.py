@@ -38,8 +38,9 @@ from sqlalchemy.orm import Session
 
 from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.models import RefusalWindow
-from echo_identity.audit.service import NO_REQUEST, RequestContext, record
+from echo_identity.audit.service import record
 from echo_identity.db import utcnow
+from echo_identity.web.context import NO_REQUEST, RequestContext
 
 _TABLE = cast(Table, RefusalWindow.__table__)
 _DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}

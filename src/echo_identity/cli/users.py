@@ -10,7 +10,6 @@ from echo_identity.accounts.credentials import CredentialsRevoked
 from echo_identity.accounts.models import User
 from echo_identity.accounts.passwords import Passwords
 from echo_identity.accounts.service import AccountService
-from echo_identity.app import session_store
 from echo_identity.audit import pseudonyms
 from echo_identity.cli.runtime import (
     database_or_exit,
@@ -23,6 +22,7 @@ from echo_identity.cli.runtime import (
 from echo_identity.config import Settings
 from echo_identity.db import Database
 from echo_identity.errors import EchoError
+from echo_identity.services import session_store
 
 password_stdin_option = click.option(
     "--password-stdin",

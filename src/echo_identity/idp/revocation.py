@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from echo_identity.accounts.credentials import credentials_void
 from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType, Severity
-from echo_identity.audit.service import RequestContext, record
+from echo_identity.audit.service import record
 from echo_identity.db import utcnow
 from echo_identity.idp.errors import InvalidTokenError
 from echo_identity.idp.models import (
@@ -20,6 +20,7 @@ from echo_identity.idp.models import (
     RevokedAccessToken,
     TokenFamily,
 )
+from echo_identity.web.context import RequestContext
 
 
 class Revocations:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType, Severity
-from echo_identity.audit.service import NO_REQUEST, RequestContext, record
+from echo_identity.audit.service import record
 from echo_identity.db import utcnow
 from echo_identity.vault.consents import VaultConsents
 from echo_identity.vault.errors import (
@@ -37,6 +37,7 @@ from echo_identity.vault.keyring import Keyring
 from echo_identity.vault.models import Connection, Provider
 from echo_identity.vault.providers import ProviderRegistry
 from echo_identity.vault.upstream import Upstream, UpstreamToken
+from echo_identity.web.context import NO_REQUEST, RequestContext
 
 REFRESH_WITHOUT_EXPIRY = timedelta(hours=24)
 

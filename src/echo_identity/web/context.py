@@ -1,11 +1,37 @@
-"""The request facts that audit events carry, captured once in the web layer."""
+"""What request code reaches through the web layer: the request facts that audit events carry,
+and the application's services.
+
+The services object is built once by :func:`echo_identity.services.build_services` and attached
+to the app by :func:`attach_services`; request code asks for one collaborator by its type with
+:func:`service` (``service(Provider)``, ``service(Passwords)``), so a domain never imports the
+wiring point above it and never names an ``app.extensions`` key.
+"""
 
 from __future__ import annotations
 
-from flask import request
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from echo_identity.audit.service import RequestContext
+from flask import Flask, current_app, request
+
 from echo_identity.web.request_id import current_request_id
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who is on the other end of the request: captured by the web layer, passed down."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+
+
+NO_REQUEST = RequestContext()
 
 
 def request_context() -> RequestContext:
@@ -15,3 +41,44 @@ def request_context() -> RequestContext:
         user_agent=request.user_agent.string or None,
         request_id=current_request_id() or None,
     )
+
+
+def attach_services(app: Flask, services: DataclassInstance) -> None:
+    """Make ``services`` the one source of collaborators for ``app``'s request code."""
+    by_type: dict[type, object] = {}
+    for field in fields(services):
+        value = getattr(services, field.name)
+        if value is not None:
+            by_type.setdefault(type(value), value)
+    app.extensions["echo.services"] = _Lookup(services, by_type)
+
+
+def service(kind: type[T]) -> T:
+    """The collaborator of type ``kind`` (or a subclass of it) of the current app.
+
+    Raises ``LookupError`` when the services object holds none: a wiring mistake.
+    """
+    lookup: _Lookup = current_app.extensions["echo.services"]
+    return lookup.get(kind)
+
+
+def services_of(app: Flask) -> Any:
+    """The services object attached to ``app`` (typed by the caller, which sits above)."""
+    lookup: _Lookup = app.extensions["echo.services"]
+    return lookup.services
+
+
+class _Lookup:
+    def __init__(self, services: object, by_type: dict[type, object]) -> None:
+        self.services = services
+        self._by_type = by_type
+        self._cache: dict[type, object] = {}
+
+    def get(self, kind: type[T]) -> T:
+        found = self._cache.get(kind)
+        if found is None:
+            matches = [value for value in self._by_type.values() if isinstance(value, kind)]
+            if len(matches) != 1:
+                raise LookupError(f"{len(matches)} services of type {kind.__name__}")
+            found = self._cache[kind] = matches[0]
+        return found  # type: ignore[return-value]

@@ -15,9 +15,10 @@ from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.keys import AuditSigner
 from echo_identity.audit.models import AuditEvent, AuditPseudonym
 from echo_identity.audit.sealer import CHAINED_COLUMNS, seal_events
-from echo_identity.audit.service import RequestContext, forget_user, record
+from echo_identity.audit.service import forget_user, record
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.provider import keyring_factory
+from echo_identity.web.context import RequestContext
 from tests.factories import create_user
 from tests.support.environment import app_environment, settings_for
 from tests.support.server import run_cli

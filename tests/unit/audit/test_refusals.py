@@ -19,9 +19,9 @@ from echo_identity.audit.events import EventType
 from echo_identity.audit.models import AuditEvent, RefusalWindow
 from echo_identity.audit.refusals import close_refusal_windows, record_refusal
 from echo_identity.audit.rules import Rule
-from echo_identity.audit.service import RequestContext
 from echo_identity.config import Settings
 from echo_identity.db import Database, utcnow
+from echo_identity.web.context import RequestContext
 
 WINDOW = 60
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
