@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 CODE := src tests $(wildcard benchmarks)
-# Test processes per suite (pytest-xdist): the functional tests mostly wait on server and CLI
-# processes, so two workers use both cores (make test: 7.8 min instead of ~30 on a slow day).
+# Test processes per suite (pytest-xdist): two workers use both cores. Functional tests run the
+# app and the CLI in-process (tests/support/server.py); only tests/process/ starts real servers.
 TEST_WORKERS ?= 2
 
 .PHONY: run test test-postgres test-redis test-instances test-browser lint format migration clean
@@ -30,12 +30,12 @@ test: $(STAMP)
 # The unit and functional suites on PostgreSQL (a throwaway schema per database fixture).
 test-postgres: $(STAMP)
 	ECHO_TEST_DATABASE_URL=$${ECHO_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
-	  $(BIN)/pytest -q -n $(TEST_WORKERS) tests/unit tests/functional -m 'not redis and not browser and not instances' $(PYTEST_ARGS)
+	  $(BIN)/pytest -q -n $(TEST_WORKERS) tests/unit tests/functional tests/process -m 'not redis and not browser and not instances' $(PYTEST_ARGS)
 
 # Redis-backed store tests plus the functional suite with sessions in Redis.
 test-redis: $(STAMP)
 	ECHO_TEST_REDIS_URL=$${ECHO_TEST_REDIS_URL:-redis://127.0.0.1:6379/0} \
-	  $(BIN)/pytest -q -n $(TEST_WORKERS) tests/unit tests/functional -m 'not postgres and not browser and not instances' $(PYTEST_ARGS)
+	  $(BIN)/pytest -q -n $(TEST_WORKERS) tests/unit tests/functional tests/process -m 'not postgres and not browser and not instances' $(PYTEST_ARGS)
 
 # Two server processes on one PostgreSQL + Redis (tests/process/): one deployment, two instances.
 test-instances: $(STAMP)

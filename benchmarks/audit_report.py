@@ -46,10 +46,11 @@ import sqlalchemy
 from sqlalchemy import Table, insert
 
 from echo_identity.audit.alert_models import Alert
-from echo_identity.audit.metrics import AuditCounters
+from echo_identity.audit.counters import AuditCounters
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.models import SigningKey
-from echo_identity.vault.models import Connection, DataKey, Provider
+from echo_identity.keys.models import DataKey
+from echo_identity.vault.models import Connection, Provider
 
 # Shared with the other benchmarks (this directory is on sys.path when a script in it runs).
 from scratch_database import add_users, database_at  # isort: skip

@@ -1,4 +1,4 @@
-"""Throughput of online DEK rotation (``vault.rotation.rotate_deks``) over a full vault.
+"""Throughput of online DEK rotation (``keys.rotation.rotate_deks``) over a full vault.
 
 A fresh database is migrated and filled with N vault connections spread over U users. Each
 connection holds a 200-byte access token and a 200-byte refresh token, encrypted as the vault
@@ -48,9 +48,17 @@ from sqlalchemy import insert, select, text
 from echo_identity.crypto import aead
 from echo_identity.crypto.kek import LocalKekProvider
 from echo_identity.db import Database, utcnow
-from echo_identity.vault.keyring import Keyring
-from echo_identity.vault.models import Connection, DataKey, Provider
-from echo_identity.vault.rotation import DEFAULT_BATCH_SIZE, ENCRYPTED_FIELDS, rotate_deks
+from echo_identity.keys.keyring import Keyring
+from echo_identity.keys.models import DataKey
+from echo_identity.keys.rotation import DEFAULT_BATCH_SIZE, rotate_deks
+from echo_identity.schema import ENCRYPTED_COLUMNS
+from echo_identity.vault.models import (
+    ACCESS_TOKEN,
+    CLIENT_SECRET,
+    REFRESH_TOKEN,
+    Connection,
+    Provider,
+)
 
 # Shared with the other benchmarks (this directory is on sys.path when a script in it runs):
 # the scratch database, and the token benchmark's CPU ticks and wait for a quiet machine.
@@ -91,29 +99,34 @@ def fill(database: Database, keks: LocalKekProvider, rows: int, users: int) -> N
                     "token_url": "https://example.org/token",
                     "client_id": f"client{n}",
                     "client_secret_ciphertext": keyring.encrypt(
-                        "system", secrets.token_bytes(32), f"provider:{n}:client_secret"
+                        CLIENT_SECRET.owner_for(),
+                        secrets.token_bytes(32),
+                        CLIENT_SECRET.context_for(n),
                     ),
                 },
             )
     for start in range(1, rows + 1, FILL_CHUNK):
         with database.transaction() as session:
             owners = Keyring(session, keks).encryptors(
-                {f"user:{(n - 1) % users + 1}" for n in range(start, start + FILL_CHUNK)}
+                {
+                    ACCESS_TOKEN.owner_for((n - 1) % users + 1)
+                    for n in range(start, start + FILL_CHUNK)
+                }
             )
             batch = []
             for n in range(start, min(start + FILL_CHUNK, rows + 1)):
                 user_id, provider_id = (n - 1) % users + 1, (n - 1) // users + 1
-                encryptor = owners[f"user:{user_id}"]
+                encryptor = owners[ACCESS_TOKEN.owner_for(user_id)]
                 batch.append(
                     {
                         "id": n,
                         "user_id": user_id,
                         "provider_id": provider_id,
                         "access_token_ciphertext": encryptor.encrypt(
-                            secrets.token_bytes(TOKEN_BYTES), f"connection:{n}:access_token"
+                            secrets.token_bytes(TOKEN_BYTES), ACCESS_TOKEN.context_for(n)
                         ),
                         "refresh_token_ciphertext": encryptor.encrypt(
-                            secrets.token_bytes(TOKEN_BYTES), f"connection:{n}:refresh_token"
+                            secrets.token_bytes(TOKEN_BYTES), REFRESH_TOKEN.context_for(n)
                         ),
                         "created_at": now,
                         "updated_at": now,
@@ -177,7 +190,9 @@ def rotation_rates(
         with database.session() as session:
             ticks = cpu_ticks_by_process()
             started = time.perf_counter()
-            report = rotate_deks(session, Keyring(session, keks), batch_size=batch_size)
+            report = rotate_deks(
+                session, Keyring(session, keks), ENCRYPTED_COLUMNS, batch_size=batch_size
+            )
             seconds = time.perf_counter() - started
         others, background = cpu_shares(ticks, seconds, ours | our_backends(database))
         if report.failures or report.resumed or report.changed_concurrently:
@@ -263,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         "database": engine,
         "rows": args.rows,
         "users": args.users,
-        "encrypted_fields": len(ENCRYPTED_FIELDS),
+        "encrypted_fields": len(ENCRYPTED_COLUMNS),
         "token_bytes": TOKEN_BYTES,
         "batch_size": args.batch_size,
         "fill_seconds": round(fill_seconds, 1),

@@ -27,6 +27,8 @@ from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from echo_identity.business_hours import BusinessHours
+
 ENV_PREFIX = "ECHO_"
 MIN_SECRET_BYTES = 32
 KEK_BYTES = 32
@@ -360,8 +362,6 @@ def load_settings(
 
 
 def _check_monitoring(settings: Settings) -> None:
-    from echo_identity.audit.business_hours import BusinessHours  # pure, no app imports
-
     try:
         BusinessHours.parse(
             settings.business_hours, settings.business_days, settings.business_timezone

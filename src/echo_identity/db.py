@@ -1,8 +1,8 @@
 """Engine, sessions and the declarative base; migrations live in ``migrations/`` beside this file.
 
-One :class:`Database` per process wraps the engine. Flask requests get one ORM session each
-(:func:`request_session`), closed at teardown; services receive a session in their constructor
-and commit their own unit of work.
+One :class:`Database` per process wraps the engine. A request's session is opened and closed
+by the web layer (``web.context.request_session``); services receive a session in their
+constructor and flush, and the request, worker job or command commits its unit of work.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, Response, current_app, g
 from sqlalchemy import DateTime, Dialect, Executable, MetaData, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -135,45 +134,3 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def init_app(app: Flask, database: Database) -> None:
-    app.extensions["echo.database"] = database
-    # Release the request's transaction before the session cookie is saved through another
-    # connection (Flask saves the session after the after_request handlers): on SQLite the
-    # request's open transaction would otherwise hold the write lock the save needs.
-    app.after_request(_release_request_session)
-    app.teardown_appcontext(_close_request_session)
-
-
-def current_database() -> Database:
-    database: Database = current_app.extensions["echo.database"]
-    return database
-
-
-def request_session() -> Session:
-    """The ORM session of the current request, created on first use."""
-    if "db_session" not in g:
-        g.db_session = current_database().session()
-    session: Session = g.db_session
-    return session
-
-
-def release_request_session() -> None:
-    """End the request's transaction now (rolling back anything uncommitted).
-
-    On SQLite the request's transaction holds the single write lock, so a view must call this
-    before it writes through *another* session (the browser-session store, for one).
-    """
-    _close_request_session(None)
-
-
-def _release_request_session(response: Response) -> Response:
-    release_request_session()
-    return response
-
-
-def _close_request_session(_exc: BaseException | None) -> None:
-    session: Session | None = g.pop("db_session", None)
-    if session is not None:
-        session.close()

@@ -22,3 +22,8 @@ class EchoError(Exception):
         if description is not None:
             self.description = description
         super().__init__(self.description)
+
+    def headers(self) -> dict[str, str]:
+        """Headers the answer must carry (e.g. a ``WWW-Authenticate`` challenge, built by the
+        error itself as Authlib's errors do); none by default."""
+        return {}

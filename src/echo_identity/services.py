@@ -15,6 +15,7 @@ from datetime import timedelta
 import redis
 
 from echo_identity.accounts.passwords import Passwords
+from echo_identity.accounts.service import Accounts
 from echo_identity.accounts.sessions import (
     RedisSessionStore,
     SessionPolicy,
@@ -26,7 +27,10 @@ from echo_identity.audit.pseudonyms import Pseudonyms
 from echo_identity.audit.service import AuditTrail
 from echo_identity.config import Settings
 from echo_identity.db import Database
-from echo_identity.idp.provider import Provider, build_provider, keyring_factory
+from echo_identity.idp.credentials import revoke_user_grants
+from echo_identity.idp.provider import Provider, build_provider
+from echo_identity.keys.kek_providers import keyring_factory
+from echo_identity.keys.keyring import KeyringFactory
 from echo_identity.vault.runtime import VaultRuntime, build_runtime
 from echo_identity.web.health import Readiness, readiness_for
 
@@ -37,7 +41,9 @@ class Services:
 
     settings: Settings
     database: Database
+    keyrings: KeyringFactory
     passwords: Passwords
+    accounts: Accounts
     sessions: SessionStore
     pseudonyms: Pseudonyms
     audit: AuditTrail
@@ -53,18 +59,24 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
     database = database or Database(settings.database_url)
     keyrings = keyring_factory(settings)
     pseudonyms = Pseudonyms.from_secret(settings.secret_key_bytes())
+    audit = AuditTrail(pseudonyms)
+    passwords = Passwords(
+        settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
+    )
     return Services(
         settings=settings,
         database=database,
-        passwords=Passwords(
-            settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
-        ),
+        keyrings=keyrings,
+        passwords=passwords,
+        # A user's credentials dying (disable, password change) also ends the provider's
+        # codes and token families: idp plugs its part into accounts here, from above.
+        accounts=Accounts(passwords, audit, revokers=(revoke_user_grants,)),
         sessions=session_store(settings, database),
         pseudonyms=pseudonyms,
-        audit=AuditTrail(pseudonyms),
+        audit=audit,
         audit_signer=AuditSigner(keyrings),
-        provider=build_provider(settings, database),
-        vault=build_runtime(settings),
+        provider=build_provider(settings, database, keyrings, audit),
+        vault=build_runtime(settings, keyrings, audit),
         readiness=readiness_for(settings, database),
     )
 

@@ -1,4 +1,7 @@
-"""Functional tests drive a real ``echo-identity serve`` process over HTTP on a real database."""
+"""Functional tests drive the real app over HTTP on a real database, in this process: each
+server is ``create_app(settings)`` behind werkzeug's threaded server in a daemon thread
+(``tests/support/server.py``); set-up goes through ``tests/factories.py``. Real processes are
+``tests/process/``'s."""
 
 from __future__ import annotations
 

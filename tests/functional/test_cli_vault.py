@@ -18,8 +18,9 @@ from echo_identity.audit.models import AuditEvent
 from echo_identity.cli.vault import vault
 from echo_identity.crypto import aead
 from echo_identity.db import Database
-from echo_identity.idp.provider import keyring_factory
-from echo_identity.vault.models import Connection, DataKey, Provider
+from echo_identity.keys.kek_providers import keyring_factory
+from echo_identity.keys.models import DataKey
+from echo_identity.vault.models import Connection, Provider
 from tests.factories import create_user
 from tests.support.environment import app_environment, new_kek, settings_for
 from tests.support.server import run_cli

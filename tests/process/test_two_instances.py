@@ -34,7 +34,8 @@ from tests.support.browser import Browser, csrf_token
 from tests.support.databases import POSTGRES_URL, fresh_database_url
 from tests.support.environment import app_environment, process_environment
 from tests.support.oidc import REDIRECT_URI, RegisteredClient, RelyingParty, query_of, web_client
-from tests.support.server import LiveServer, start_server
+from tests.support.processes import start_server_process as start_server
+from tests.support.server import LiveServer
 from tests.support.vault import Upstream, connect_upstream, run_connect_flow
 
 pytestmark = pytest.mark.instances
@@ -48,17 +49,15 @@ WORKER_PASS = """
 import json, sys, time
 from pathlib import Path
 from echo_identity.cli.runtime import database_or_exit, settings_or_exit
-from echo_identity.vault.runtime import build_runtime
-from echo_identity.vault.worker import run_pass
+from echo_identity.worker import build_worker, run_pass
 
 settings = settings_or_exit()
-database = database_or_exit(settings)
-runtime = build_runtime(settings)
+jobs = build_worker(settings, database_or_exit(settings))
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
 ready.touch()
 while not go.exists():
     time.sleep(0.005)
-result = run_pass(database, runtime)
+result = run_pass(jobs)
 print(json.dumps({"refreshed": result.refreshed, "failed": result.failed}))
 """
 

@@ -8,9 +8,9 @@ import secrets
 from pathlib import Path
 
 from echo_identity.accounts.sessions import SessionRecord
-from echo_identity.app import session_store
 from echo_identity.config import Settings, load_settings
 from echo_identity.db import Database
+from echo_identity.services import session_store
 
 # Cheap argon2 parameters keep the suite fast; production defaults are tested separately.
 FAST_ARGON2 = {

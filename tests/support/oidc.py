@@ -16,7 +16,9 @@ from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from tests.factories import create_client
 from tests.support.browser import Browser, csrf_token
+from tests.support.environment import settings_for
 from tests.support.server import LiveServer, run_cli
 
 REDIRECT_URI = "http://127.0.0.1:9/callback"  # never served: tests read the redirect
@@ -30,12 +32,52 @@ class RegisteredClient:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def register_client(server: LiveServer, *args: str) -> RegisteredClient:
-    """``echo-identity clients create ARGS --json`` on the server's database."""
+def cli_register_client(server: LiveServer, *args: str) -> RegisteredClient:
+    """``echo-identity clients create ARGS --json`` on the server's database (the command line
+    itself under test; set-up uses :func:`register_client`)."""
     result = run_cli(server.env, "clients", "create", *args, "--json")
     assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
     return RegisteredClient(created["client_id"], created.get("client_secret"), created)
+
+
+def register_client(server: LiveServer, *args: str) -> RegisteredClient:
+    """Register a client on the server's database through :func:`tests.factories.create_client`.
+
+    ``args`` are options of ``echo-identity clients create``, read by that command's own
+    parser, so a set-up reads like the command an operator would type.
+    """
+    from echo_identity.cli.clients import create
+
+    with create.make_context("create", [*args]) as context:
+        options = dict(context.params)
+    redirect_uris = options["redirect_uris"]
+    grants = options["grant_types"] or (  # the command's default, as its --help states
+        ("authorization_code", "refresh_token") if redirect_uris else ("client_credentials",)
+    )
+    registered = create_client(
+        settings_for(server.env),
+        options["name"],
+        redirect_uris=redirect_uris,
+        grant_types=grants,
+        scope=options["scope"],
+        public=options["public"],
+        post_logout_redirect_uris=options["logout_uris"],
+        audiences=options["audiences"],
+        id_token_alg=options["id_token_alg"],
+        vault_providers=options["vault_providers"],
+    )
+    client = registered.client
+    raw = {
+        "client_id": client.client_id,
+        "name": client.name,
+        "public": client.public,
+        "redirect_uris": client.redirect_uris,
+        "grant_types": client.grant_types,
+        "scope": client.scope,
+        "audiences": client.audiences,
+    }
+    return RegisteredClient(client.client_id, registered.client_secret, raw)
 
 
 def web_client(server: LiveServer, *extra: str) -> RegisteredClient:
@@ -157,8 +199,8 @@ def sign_as_server(
     """Sign ``claims`` with the server's current key, to forge tokens with chosen claims."""
     from echo_identity.db import Database
     from echo_identity.idp.keys import SigningKeys
-    from echo_identity.idp.provider import key_schedule, keyring_factory
-    from tests.support.environment import settings_for
+    from echo_identity.idp.provider import key_schedule
+    from echo_identity.keys.kek_providers import keyring_factory
 
     settings = settings_for(server.env)
     database = Database(settings.database_url)

@@ -5,8 +5,11 @@
 - ``users.tokens_not_before`` is set to now. Authorization codes and token families created
   before it are refused wherever they are checked (code and refresh grants, ``/verify``,
   ``/introspect``, the bearer APIs), so nothing minted earlier can come back.
-- The user's unredeemed authorization codes are deleted and every live token family revoked
-  (its refresh tokens at ``/token``, its access tokens through ``IssuedAccessToken``).
+- What the layers above hold for the user is ended in the same transaction by the
+  :class:`GrantRevoker` functions they plug in at wiring (``services.py``): the identity
+  provider deletes the user's unredeemed authorization codes and revokes every live token
+  family (its refresh tokens at ``/token``, its access tokens through ``IssuedAccessToken``).
+  Accounts sits below the provider and never imports it.
 - Every browser session is deleted from the session store. A session also carries the
   *credentials epoch* it was signed in under (:data:`SESSION_EPOCH_KEY`); a session whose
   epoch is not the user's current one is ended on its next request, which covers a sign-in
@@ -15,50 +18,50 @@
 Order matters on PostgreSQL (READ COMMITTED). The ``users`` row is updated first, so the
 operation holds its row lock from the start; code issuance and code redemption read that row
 ``FOR SHARE`` before they write. A concurrent redemption therefore either runs first (its family
-is committed before our ``UPDATE token_families`` starts, and is revoked by it) or waits for our
-commit and then reads the new ``tokens_not_before`` (and refuses the earlier code). On SQLite
-every writer holds the single write lock for its whole transaction, so the two never overlap.
+is committed before the revokers' ``UPDATE token_families`` starts, and is revoked by it) or
+waits for our commit and then reads the new ``tokens_not_before`` (and refuses the earlier
+code). On SQLite every writer holds the single write lock for its whole transaction, so the two
+never overlap.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from echo_identity.accounts.models import User
 from echo_identity.accounts.sessions import SessionStore
 from echo_identity.audit.events import EventType, Severity
-from echo_identity.audit.service import record
+from echo_identity.audit.service import AuditTrail
 from echo_identity.db import utcnow
-
-# The idp tables are revoked here, below the idp layer, so that one operation serves the
-# account pages and the CLI alike; only the two models are needed, never idp logic.
-from echo_identity.idp.models import AuthorizationCode, TokenFamily
 from echo_identity.web.context import NO_REQUEST, RequestContext
 
-REVOKED_REASON = "credentials_revoked"  # token_families.revoked_reason
 SESSION_EPOCH_KEY = "credentials_epoch"  # browser-session data: the epoch it was signed in under
+
+
+class GrantRevoker(Protocol):
+    """Ends, on ``session`` and without committing, what a layer above holds for ``user``
+    (the identity provider: codes and token families) as of ``now``; returns how many of each
+    kind it ended, e.g. ``{"token_families": 2, "authorization_codes": 1}``."""
+
+    def __call__(self, session: Session, user: User, now: datetime) -> Mapping[str, int]: ...
 
 
 @dataclass(frozen=True)
 class CredentialsRevoked:
-    """What :func:`revoke_user_credentials` ended, for the CLI's ``--json`` and the audit."""
+    """What :func:`revoke_user_credentials` ended, for the CLI's ``--json`` and the audit:
+    ``sessions`` browser sessions and, in ``grants``, the counts each revoker returned."""
 
     user: User
     sessions: int
-    token_families: int
-    authorization_codes: int
+    grants: dict[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        return {
-            "sessions": self.sessions,
-            "token_families": self.token_families,
-            "authorization_codes": self.authorization_codes,
-        }
+        return {"sessions": self.sessions, **self.grants}
 
 
 def credentials_epoch(user: User) -> str | None:
@@ -81,12 +84,15 @@ def revoke_user_credentials(
     sessions: SessionStore,
     user: User,
     *,
+    audit: AuditTrail,
+    revokers: Sequence[GrantRevoker],
     cause: EventType,
     context: RequestContext = NO_REQUEST,
     actor: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> CredentialsRevoked:
-    """End every session, authorization code and token family of ``user`` and commit.
+    """End every session of ``user`` and, through ``revokers``, every code and token family,
+    and commit.
 
     The caller has already changed ``user`` (new hash, ``disabled``) in ``session`` without
     committing; that change, ``tokens_not_before``, the revocations, the ``cause`` event and
@@ -98,32 +104,19 @@ def revoke_user_credentials(
     now = utcnow()
     user.tokens_not_before = now
     session.flush()  # UPDATE users first: its row lock orders us against code redemption
-    codes = session.execute(
-        delete(AuthorizationCode).where(
-            AuthorizationCode.user_id == user.id, AuthorizationCode.redeemed_at.is_(None)
-        )
-    )
-    families = session.execute(
-        update(TokenFamily)
-        .where(TokenFamily.user_id == user.id, TokenFamily.revoked_at.is_(None))
-        .values(revoked_at=now, revoked_reason=REVOKED_REASON)
-    )
-    code_count = int(codes.rowcount)  # type: ignore[attr-defined]
-    family_count = int(families.rowcount)  # type: ignore[attr-defined]
-    record(session, cause, context=context, actor=actor, user=user.sub, details=details)
-    record(
+    grants: dict[str, int] = {}
+    for revoker in revokers:
+        grants.update(revoker(session, user, now))
+    audit.record(session, cause, context=context, actor=actor, user=user.sub, details=details)
+    audit.record(
         session,
         EventType.CREDENTIALS_REVOKED,
         context=context,
         severity=Severity.WARNING,
         actor=actor,
         user=user.sub,
-        details={
-            "cause": str(cause),
-            "token_families": family_count,
-            "authorization_codes": code_count,
-        },
+        details={"cause": str(cause), **grants},
     )
     session.commit()
     ended = sessions.delete_for_user(user.id)
-    return CredentialsRevoked(user, ended, family_count, code_count)
+    return CredentialsRevoked(user, ended, grants)

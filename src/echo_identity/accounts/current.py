@@ -7,23 +7,28 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 from urllib.parse import urlencode
 
-from flask import current_app, g, redirect, request
+from flask import g, redirect, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from echo_identity.accounts.credentials import SESSION_EPOCH_KEY, credentials_epoch
 from echo_identity.accounts.models import User
-from echo_identity.accounts.passwords import Passwords
-from echo_identity.accounts.service import AccountService
+from echo_identity.accounts.service import Accounts, AccountService
 from echo_identity.accounts.session_cookie import current_session
-from echo_identity.db import request_session
+from echo_identity.accounts.sessions import SessionStore
+from echo_identity.web.context import request_session, service
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def account_service() -> AccountService:
-    passwords: Passwords = current_app.extensions["echo.passwords"]
-    return AccountService(request_session(), passwords)
+    """The account service working in this request's database session."""
+    return service(Accounts).service(request_session())
+
+
+def session_store() -> SessionStore:
+    """The app's browser-session store (the database's or Redis)."""
+    return service(SessionStore)  # type: ignore[type-abstract]  # a Protocol, checked at runtime
 
 
 def current_user() -> User | None:
@@ -43,6 +48,17 @@ def current_user() -> User | None:
         session.end()
         user = None
     g.current_user = user
+    return user
+
+
+def signed_in_user() -> User:
+    """The signed-in user of a view guarded by :func:`login_required`.
+
+    Raises ``RuntimeError`` when there is none: the view lacks its ``login_required`` guard.
+    """
+    user = current_user()
+    if user is None:
+        raise RuntimeError("signed_in_user() is for views guarded by login_required")
     return user
 
 

@@ -1,7 +1,9 @@
 """Account logic: creating users, authenticating them, changing passwords, disabling them.
 
 Changing or resetting a password and disabling a user end every credential the user held
-(:func:`~echo_identity.accounts.credentials.revoke_user_credentials`).
+(:func:`~echo_identity.accounts.credentials.revoke_user_credentials`, with the grant revokers
+the layers above plug in at wiring). :class:`Accounts` is what the wiring point builds once;
+it makes an :class:`AccountService` for each unit of work's database session.
 """
 
 from __future__ import annotations
@@ -10,11 +12,17 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from echo_identity.accounts.credentials import CredentialsRevoked, revoke_user_credentials
+from echo_identity.accounts.credentials import (
+    CredentialsRevoked,
+    GrantRevoker,
+    revoke_user_credentials,
+)
 from echo_identity.accounts.errors import (
     EmailTakenError,
     InvalidCredentialsError,
@@ -30,7 +38,7 @@ from echo_identity.accounts.models import User
 from echo_identity.accounts.passwords import MAX_LENGTH, Passwords, acceptable_password
 from echo_identity.accounts.sessions import SessionStore
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
+from echo_identity.audit.service import AuditTrail
 from echo_identity.web.context import NO_REQUEST, RequestContext
 
 _USERNAME = re.compile(r"[a-z0-9._@+-]{1,64}")
@@ -42,15 +50,43 @@ def normalize_username(username: str) -> str:
     return unicodedata.normalize("NFKC", username).strip().casefold()
 
 
-class AccountService:
-    """Users in one database session; commits its own changes."""
+@dataclass(frozen=True)
+class Accounts:
+    """The account service's collaborators, built once at wiring (``services.py``)."""
 
-    def __init__(self, session: Session, passwords: Passwords) -> None:
+    passwords: Passwords
+    audit: AuditTrail
+    revokers: tuple[GrantRevoker, ...]
+
+    def service(self, session: Session) -> AccountService:
+        """The account service working in ``session``."""
+        return AccountService(session, self.passwords, audit=self.audit, revokers=self.revokers)
+
+
+class AccountService:
+    """Users in one database session. It flushes; the caller commits its unit of work, except
+    where credentials are revoked (:mod:`~echo_identity.accounts.credentials` commits before it
+    deletes the browser sessions through the store's own connection).
+
+    ``revokers`` end what the layers above hold for a user whose credentials die (the identity
+    provider's codes and token families); they are handed in by the wiring point.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        passwords: Passwords,
+        *,
+        audit: AuditTrail,
+        revokers: Sequence[GrantRevoker],
+    ) -> None:
         self._session = session
         self._passwords = passwords
+        self._audit = audit
+        self._revokers = tuple(revokers)
 
     def create_user(self, username: str, email: str, password: str, *, admin: bool = False) -> User:
-        """Create and commit a user; raises an :class:`AccountError` for invalid input."""
+        """Create (and flush) a user; raises an :class:`AccountError` for invalid input."""
         username = normalize_username(username)
         email = email.strip().lower()
         if not _USERNAME.fullmatch(username):
@@ -71,7 +107,7 @@ class AccountService:
             is_admin=admin,
         )
         self._session.add(user)
-        self._session.commit()
+        self._session.flush()
         return user
 
     def find(self, username: str) -> User | None:
@@ -98,7 +134,8 @@ class AccountService:
         """The active user whose password matches; raises :class:`InvalidCredentialsError`.
 
         An unknown username costs one argon2 verification, like a wrong password, so timing
-        does not reveal which usernames exist. A hash made with older parameters is upgraded.
+        does not reveal which usernames exist. A hash made with older parameters is upgraded
+        (flushed; the caller commits it with the sign-in's audit event).
         """
         user = self.find(username) if len(username) <= 256 else None
         if user is None or len(password) > 1024:
@@ -108,7 +145,7 @@ class AccountService:
             raise InvalidCredentialsError()
         if self._passwords.needs_rehash(user.password_hash):
             user.password_hash = self._passwords.hash(password)
-            self._session.commit()
+            self._session.flush()
         return user
 
     def set_password(
@@ -123,13 +160,8 @@ class AccountService:
             raise WeakPasswordError()
         user = self.require(username)
         user.password_hash = self._passwords.hash(password)
-        return revoke_user_credentials(
-            self._session,
-            sessions,
-            user,
-            cause=EventType.PASSWORD_CHANGED,
-            actor="cli",
-            details={"by": "administrator"},
+        return self._revoke(
+            user, sessions, EventType.PASSWORD_CHANGED, actor="cli", details={"by": "administrator"}
         )
 
     def change_password(
@@ -159,13 +191,8 @@ class AccountService:
         if not acceptable_password(new):
             raise WeakPasswordError()
         user.password_hash = self._passwords.hash(new)
-        return revoke_user_credentials(
-            self._session,
-            sessions,
-            user,
-            cause=EventType.PASSWORD_CHANGED,
-            context=context,
-            details={"by": "user"},
+        return self._revoke(
+            user, sessions, EventType.PASSWORD_CHANGED, context=context, details={"by": "user"}
         )
 
     def disable(self, username: str, *, sessions: SessionStore) -> CredentialsRevoked:
@@ -176,16 +203,37 @@ class AccountService:
         """
         user = self.require(username)
         user.disabled = True
+        return self._revoke(user, sessions, EventType.USER_DISABLED, actor="cli")
+
+    def _revoke(
+        self,
+        user: User,
+        sessions: SessionStore,
+        cause: EventType,
+        *,
+        context: RequestContext = NO_REQUEST,
+        actor: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> CredentialsRevoked:
+        """:func:`revoke_user_credentials` with this service's audit trail and revokers."""
         return revoke_user_credentials(
-            self._session, sessions, user, cause=EventType.USER_DISABLED, actor="cli"
+            self._session,
+            sessions,
+            user,
+            audit=self._audit,
+            revokers=self._revokers,
+            cause=cause,
+            context=context,
+            actor=actor,
+            details=details,
         )
 
     def enable(self, username: str) -> User:
-        """Re-enable a user (CLI). Nothing revoked while disabled comes back: the user signs in
-        again. Raises :class:`UnknownUserError`."""
+        """Re-enable a user (CLI; flushed, the caller commits). Nothing revoked while disabled
+        comes back: the user signs in again. Raises :class:`UnknownUserError`."""
         user = self.require(username)
         if user.disabled:
             user.disabled = False
-            record(self._session, EventType.USER_ENABLED, actor="cli", user=user.sub)
-        self._session.commit()
+            self._audit.record(self._session, EventType.USER_ENABLED, actor="cli", user=user.sub)
+        self._session.flush()
         return user

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import redis
 from sqlalchemy import delete, or_, select
@@ -43,7 +43,10 @@ class SessionPolicy:
         return now >= self.expires_at(record)
 
 
+@runtime_checkable  # request code asks the app for it by type: ``service(SessionStore)``
 class SessionStore(Protocol):
+    """Where browser sessions live (:class:`SqlSessionStore`, :class:`RedisSessionStore`)."""
+
     policy: SessionPolicy
 
     def get(self, sid: str) -> SessionRecord | None:

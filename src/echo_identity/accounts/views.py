@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request
+from flask import Blueprint, Flask, abort, redirect, render_template, request
 from flask_limiter import RequestLimit
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from echo_identity.accounts.credentials import SESSION_EPOCH_KEY, credentials_epoch
-from echo_identity.accounts.current import account_service, current_user, login_required
+from echo_identity.accounts.current import (
+    account_service,
+    current_user,
+    login_required,
+    session_store,
+    signed_in_user,
+)
 from echo_identity.accounts.errors import (
     AccountError,
     InvalidCredentialsError,
     WrongCurrentPasswordError,
 )
 from echo_identity.accounts.session_cookie import current_session
-from echo_identity.accounts.sessions import SessionStore
-from echo_identity.audit import pseudonyms
 from echo_identity.audit.events import EventType, Severity
+from echo_identity.audit.pseudonyms import Pseudonyms
 from echo_identity.audit.refusals import record_refusal
-from echo_identity.audit.service import record
+from echo_identity.audit.screen_refusals import audit_refusals_of
+from echo_identity.audit.service import AuditTrail, record_for_request
 from echo_identity.config import Settings
-from echo_identity.db import release_request_session, request_session
 from echo_identity.logs import get_logger
-from echo_identity.web.context import request_context
+from echo_identity.web.context import (
+    release_request_session,
+    request_context,
+    request_session,
+    service,
+)
 from echo_identity.web.rate_limits import limiter, login_limit
 from echo_identity.web.redirects import safe_next
 
@@ -30,9 +40,12 @@ bp = Blueprint("accounts", __name__)
 log = get_logger("echo_identity.accounts")
 
 
-def _session_store() -> SessionStore:
-    store: SessionStore = current_app.extensions["echo.session_store"]
-    return store
+def init_app(app: Flask) -> None:
+    """Register the sign-in and account pages; a sign-in the input screen refuses is still a
+    failed sign-in for detection (audited like one)."""
+    app.register_blueprint(bp)
+    for path in ("/login", "/account/password"):
+        audit_refusals_of(app, path, EventType.LOGIN_FAILURE)
 
 
 @bp.get("/")
@@ -46,16 +59,16 @@ def _record_lockout(limit: RequestLimit) -> None:
 
     Aggregated per address (``audit.refusals``): a guesser hammering a closed door costs one
     event per window plus its count, not a row per attempt."""
-    settings: Settings = current_app.extensions["echo.settings"]
     session = request_session()
     record_refusal(
         session,
         EventType.LOGIN_LOCKED,
         reason="login_rate_limited",
-        window_seconds=settings.audit_refusal_window,
+        window_seconds=service(Settings).audit_refusal_window,
         context=request_context(),
         severity=Severity.WARNING,
         details={"limit": str(limit.limit)},
+        audit=service(AuditTrail),
     )
     session.commit()
 
@@ -70,22 +83,20 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
         return render_template("accounts/login.html", next_url=next_url, error=None)
 
     username = request.form.get("username", "")
+    accounts = account_service()
     try:
-        user = account_service().authenticate(username, request.form.get("password", ""))
+        user = accounts.authenticate(username, request.form.get("password", ""))
     except InvalidCredentialsError as exc:
         # The account if the name is one (its pseudonym), else a keyed digest of what was
         # typed: a password typed into the name field must never reach the audit trail.
-        known = account_service().find(username) if len(username) <= 256 else None
-        session = request_session()
-        record(
-            session,
+        known = accounts.find(username) if len(username) <= 256 else None
+        typed = {} if known else {"typed_name": service(Pseudonyms).of_typed_name(username)}
+        record_for_request(
             EventType.LOGIN_FAILURE,
-            context=request_context(),
             outcome="failure",
             user=known.sub if known else None,
-            details={} if known else {"typed_name": pseudonyms.current().of_typed_name(username)},
+            details=typed,
         )
-        session.commit()
         log.info("login_failed", reason=exc.code)
         page = render_template(
             "accounts/login.html",
@@ -96,9 +107,7 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
         return page, exc.status
     current_session().start_login(user.id)
     current_session()[SESSION_EPOCH_KEY] = credentials_epoch(user)
-    session = request_session()
-    record(session, EventType.LOGIN_SUCCESS, context=request_context(), user=user.sub)
-    session.commit()
+    record_for_request(EventType.LOGIN_SUCCESS, user=user.sub)  # commits a rehash with it
     log.info("login_succeeded", user_sub=user.sub)
     return redirect(next_url)
 
@@ -112,12 +121,11 @@ def account() -> str:
 @bp.get("/account/sessions")
 @login_required
 def sessions() -> str:
-    user = current_user()
-    assert user is not None  # guaranteed by login_required
+    user = signed_in_user()
     current = current_session().record
     return render_template(
         "accounts/sessions.html",
-        sessions=_session_store().for_user(user.id),
+        sessions=session_store().for_user(user.id),
         current_sid=current.sid if current else None,
     )
 
@@ -125,9 +133,8 @@ def sessions() -> str:
 @bp.post("/account/sessions/<sid>/end")
 @login_required
 def end_session(sid: str) -> WerkzeugResponse:
-    user = current_user()
-    assert user is not None  # guaranteed by login_required
-    store = _session_store()
+    user = signed_in_user()
+    store = session_store()
     record = store.get(sid)
     if record is None or record.user_id != user.id:
         abort(404)
@@ -146,8 +153,7 @@ def end_session(sid: str) -> WerkzeugResponse:
 def change_password() -> str | WerkzeugResponse | tuple[str, int]:
     """The signed-in user's own password change: every other session, code and token of the
     user ends; this browser stays signed in under a fresh session id."""
-    user = current_user()
-    assert user is not None  # guaranteed by login_required
+    user = signed_in_user()
     if request.method == "GET":
         changed = request.args.get("changed") == "1"
         return render_template("accounts/password.html", error=None, changed=changed)
@@ -157,21 +163,17 @@ def change_password() -> str | WerkzeugResponse | tuple[str, int]:
             request.form.get("current_password", ""),
             request.form.get("new_password", ""),
             request.form.get("new_password_confirmation", ""),
-            sessions=_session_store(),
+            sessions=session_store(),
             context=request_context(),
         )
     except WrongCurrentPasswordError as exc:
         # Recorded like a failed sign-in: the brute-force rules see a guesser behind a session.
-        session = request_session()
-        record(
-            session,
+        record_for_request(
             EventType.LOGIN_FAILURE,
-            context=request_context(),
             outcome="failure",
             user=user.sub,
             details={"via": "password_change"},
         )
-        session.commit()
         return _password_refused(exc)
     except AccountError as exc:
         return _password_refused(exc)

@@ -36,6 +36,32 @@ class DeliveryResult:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """Where alerts go and how failures are retried: the ``ECHO_ALERT_*`` settings as objects,
+    built once (:meth:`from_settings`) at wiring. No sink: nothing is delivered."""
+
+    sinks: Mapping[str, AlertSink]
+    issuer: str  # links in the payload point at this instance
+    lease: timedelta  # how long a claimed delivery stays out of other workers' reach
+    retry_base: int
+    retry_max: int
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, sinks: Mapping[str, AlertSink] | None = None
+    ) -> Delivery:
+        """The delivery of ``settings``, to ``sinks`` when given (tests), else to the sinks
+        the settings configure."""
+        return cls(
+            sinks=sinks if sinks is not None else sinks_from_settings(settings),
+            issuer=settings.issuer,
+            lease=timedelta(seconds=settings.alert_delivery_timeout * 2 + 60),
+            retry_base=settings.alert_retry_base,
+            retry_max=settings.alert_retry_max,
+        )
+
+
+@dataclass(frozen=True)
 class _Claimed:
     delivery_id: int
     channel: str
@@ -80,18 +106,15 @@ def _claim(
 
 
 def deliver_due(
-    database: Database,
-    settings: Settings,
-    sinks: Mapping[str, AlertSink] | None = None,
-    now: datetime | None = None,
+    database: Database, delivery: Delivery, now: datetime | None = None
 ) -> DeliveryResult:
-    """Send every due delivery once; returns how many succeeded and failed."""
-    sinks = sinks if sinks is not None else sinks_from_settings(settings)
+    """Send every due delivery once; returns how many succeeded and failed. A sink's failure
+    is recorded on its row, never raised; database errors are raised."""
+    sinks = delivery.sinks
     if not sinks:
         return DeliveryResult(0, 0)
     now = now or utcnow()
-    lease = timedelta(seconds=settings.alert_delivery_timeout * 2 + 60)
-    claimed = _claim(database, sorted(sinks), now, lease, settings.issuer)
+    claimed = _claim(database, sorted(sinks), now, delivery.lease, delivery.issuer)
     delivered = failed = 0
     for item in claimed:
         error: str | None = None
@@ -104,27 +127,27 @@ def deliver_due(
             error = f"unexpected {type(exc).__name__}"
         finished = max(now, utcnow())
         with database.transaction() as session:
-            delivery = session.get(AlertDelivery, item.delivery_id)
-            if delivery is None:
+            row = session.get(AlertDelivery, item.delivery_id)
+            if row is None:
                 continue
-            delivery.attempts = item.attempts + 1
+            row.attempts = item.attempts + 1
             if error is None:
-                delivery.status = "delivered"
-                delivery.delivered_at = finished
-                delivery.last_error = None
+                row.status = "delivered"
+                row.delivered_at = finished
+                row.last_error = None
                 delivered += 1
             else:
-                delivery.status = "failed"
-                delivery.last_error = error
-                delivery.next_attempt_at = finished + backoff(
-                    delivery.attempts, settings.alert_retry_base, settings.alert_retry_max
+                row.status = "failed"
+                row.last_error = error
+                row.next_attempt_at = finished + backoff(
+                    row.attempts, delivery.retry_base, delivery.retry_max
                 )
                 failed += 1
                 log.warning(
                     "alert_delivery_failed",
-                    delivery_id=delivery.id,
-                    channel=delivery.channel,
-                    attempts=delivery.attempts,
+                    delivery_id=row.id,
+                    channel=row.channel,
+                    attempts=row.attempts,
                     reason=error,
                 )
     return DeliveryResult(delivered, failed)

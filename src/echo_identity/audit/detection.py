@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from echo_identity.audit.alert_models import DetectionCursor
 from echo_identity.audit.alerts import raise_alert
-from echo_identity.audit.business_hours import BusinessHours
 from echo_identity.audit.events import EventType
 from echo_identity.audit.models import AuditEvent
 from echo_identity.audit.records import EventRecord
@@ -31,6 +30,7 @@ from echo_identity.audit.rules import (
     evaluate,
     ip_prefix,
 )
+from echo_identity.business_hours import BusinessHours
 from echo_identity.config import Settings
 from echo_identity.db import Database, utcnow
 
@@ -51,23 +51,40 @@ class DetectionResult:
     findings: int
 
 
-def thresholds(settings: Settings) -> Thresholds:
-    return Thresholds(
-        login_failures=settings.detect_login_failures,
-        login_window=timedelta(seconds=settings.detect_login_window),
-        spray_accounts=settings.detect_spray_accounts,
-        spray_window=timedelta(seconds=settings.detect_spray_window),
-        vault_denials=settings.detect_vault_denials,
-        vault_denial_window=timedelta(seconds=settings.detect_vault_denial_window),
-        rate_factor=settings.detect_rate_factor,
-        rate_min_reads=settings.detect_rate_min_reads,
-    )
+@dataclass(frozen=True)
+class DetectionPolicy:
+    """What the rules are evaluated with: the ``ECHO_DETECT_*``, ``ECHO_BUSINESS_*`` and
+    alert settings as objects, built once (:meth:`from_settings`) at wiring."""
 
+    thresholds: Thresholds
+    business_hours: BusinessHours | None
+    channels: tuple[str, ...]  # where a raised alert is to be delivered
+    dedup_window: timedelta
+    new_prefix_days: int
+    rate_baseline_days: int
 
-def business_hours(settings: Settings) -> BusinessHours | None:
-    return BusinessHours.parse(
-        settings.business_hours, settings.business_days, settings.business_timezone
-    )
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DetectionPolicy:
+        """Raises ``ValueError`` for garbled business hours (``load_settings`` refuses them)."""
+        return cls(
+            thresholds=Thresholds(
+                login_failures=settings.detect_login_failures,
+                login_window=timedelta(seconds=settings.detect_login_window),
+                spray_accounts=settings.detect_spray_accounts,
+                spray_window=timedelta(seconds=settings.detect_spray_window),
+                vault_denials=settings.detect_vault_denials,
+                vault_denial_window=timedelta(seconds=settings.detect_vault_denial_window),
+                rate_factor=settings.detect_rate_factor,
+                rate_min_reads=settings.detect_rate_min_reads,
+            ),
+            business_hours=BusinessHours.parse(
+                settings.business_hours, settings.business_days, settings.business_timezone
+            ),
+            channels=tuple(alert_channels(settings)),
+            dedup_window=timedelta(seconds=settings.alert_dedup_window),
+            new_prefix_days=settings.detect_new_prefix_days,
+            rate_baseline_days=settings.detect_rate_baseline_days,
+        )
 
 
 def alert_channels(settings: Settings) -> list[str]:
@@ -113,14 +130,18 @@ def _cursor(session: Session, dialect: str) -> DetectionCursor:
 
 
 def _history(
-    session: Session, new: list[EventRecord], before_id: int, settings: Settings, now: datetime
+    session: Session,
+    new: list[EventRecord],
+    before_id: int,
+    policy: DetectionPolicy,
+    now: datetime,
 ) -> History:
     reads = [e for e in new if e.event_type == str(EventType.VAULT_TOKEN_READ) and e.client_id]
     clients = sorted({str(e.client_id) for e in reads})
     if not clients:
         return History({}, {})
     read = str(EventType.VAULT_TOKEN_READ)
-    since = now - timedelta(days=settings.detect_new_prefix_days)
+    since = now - timedelta(days=policy.new_prefix_days)
     known: dict[str, set[str]] = {}
     for client_id, ip in session.execute(
         select(AuditEvent.client_id, AuditEvent.ip)
@@ -138,7 +159,7 @@ def _history(
             prefixes.add(prefix)
     # The baseline ends an hour before the first new read, so a burst does not raise it.
     baseline_end = min(e.occurred_at for e in reads) - timedelta(hours=1)
-    days = settings.detect_rate_baseline_days
+    days = policy.rate_baseline_days
     baseline: dict[str, float] = {}
     for client_id, count in session.execute(
         select(AuditEvent.client_id, func.count())
@@ -155,11 +176,13 @@ def _history(
 
 
 def run_detection(
-    database: Database, settings: Settings, now: datetime | None = None
+    database: Database, policy: DetectionPolicy, now: datetime | None = None
 ) -> DetectionResult:
-    """Evaluate the rules over events recorded since the last pass; raise alerts."""
+    """Evaluate the rules over events recorded since the last pass and raise alerts, in one
+    transaction. Returns what was evaluated and raised; raises database errors (the cursor
+    does not move then, so the next pass retries the same events)."""
     now = now or utcnow()
-    limits = thresholds(settings)
+    limits = policy.thresholds
     settle = SETTLE if database.dialect == "postgresql" else timedelta(0)
     with database.transaction() as session:
         cursor = _cursor(session, database.dialect)
@@ -187,21 +210,20 @@ def run_detection(
             )
         ]
         events = sorted([*context, *new], key=lambda e: (e.occurred_at, e.id))
-        history = _history(session, new, start, settings, now)
+        history = _history(session, new, start, policy, now)
         findings = [
             finding
-            for finding in evaluate(events, limits, history, business_hours(settings))
+            for finding in evaluate(events, limits, history, policy.business_hours)
             if max(finding.evidence) > start
         ]
-        channels = alert_channels(settings)
         raised = 0
         for finding in findings:
             alert = raise_alert(
                 session,
                 finding,
                 now=now,
-                dedup_window=timedelta(seconds=settings.alert_dedup_window),
-                channels=channels,
+                dedup_window=policy.dedup_window,
+                channels=policy.channels,
             )
             raised += alert is not None
         cursor.last_event_id = rows[-1].id

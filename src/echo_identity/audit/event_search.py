@@ -3,7 +3,7 @@
 Pages run newest first and are keyed on the event id (keyset pagination): the cursor names
 the last id served, so events appended while a client pages never shift or repeat a page.
 
-Parameters are read exactly as the OpenAPI document (:mod:`echo_identity.vault.openapi`)
+Parameters are read exactly as the OpenAPI document (:mod:`echo_identity.web.openapi`)
 describes them: ``since``/``until`` are RFC 3339 date-times (an offset is required), ``limit``
 an integer from 1 to 500, ``cursor`` the ``next_cursor`` of a page; a parameter that is present
 but empty is invalid like any other value (400). A date-time that is valid RFC 3339 but lies
@@ -24,8 +24,9 @@ from typing import Any, cast
 from sqlalchemy import RowMapping, Table, select
 from sqlalchemy.orm import Session
 
+from echo_identity.audit.chain import CHAINED_FIELDS
+from echo_identity.audit.errors import InvalidEventQueryError
 from echo_identity.audit.models import AuditEvent
-from echo_identity.errors import EchoError
 
 EVENTS = cast(Table, AuditEvent.__table__)
 DEFAULT_LIMIT = 100
@@ -38,12 +39,6 @@ _LAST_MOMENT = datetime.max.replace(tzinfo=UTC)
 # A cursor is the id of the last event served: at most 18 digits fits a signed 64-bit id.
 CURSOR_PATTERN = "^[1-9][0-9]{0,17}$"
 _CURSOR = re.compile(CURSOR_PATTERN, re.ASCII)
-
-
-class InvalidEventQueryError(EchoError):
-    code = "invalid_request"
-    status = 400
-    description = "A query parameter is invalid."
 
 
 @dataclass(frozen=True)
@@ -172,26 +167,11 @@ def search_events(session: Session, query: EventQuery) -> EventPage:
     )
 
 
-_PUBLIC_FIELDS = (
-    "id",
-    "event_type",
-    "outcome",
-    "severity",
-    "actor",
-    "subject",
-    "client_id",
-    "ip",
-    "user_agent",
-    "request_id",
-    "token_fingerprint",
-    "details",
-)
-
-
 def _public(row: RowMapping) -> dict[str, Any]:
-    """The API shape of one stored event: only the named columns (chain internals stay out);
-    tokens appear as fingerprints and details were redacted when recorded."""
-    event = {name: row.get(name) for name in _PUBLIC_FIELDS}
+    """The API shape of one stored event: the fields its chain hash covers (chain internals
+    such as ``seq`` and ``hash`` stay out); tokens appear as fingerprints and details were
+    redacted when recorded."""
+    event = {name: row.get(name) for name in CHAINED_FIELDS}
     occurred: datetime = row["occurred_at"]
     event["occurred_at"] = occurred.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return event

@@ -1,16 +1,15 @@
 """The audit signing key: an Ed25519 key that signs chain checkpoints.
 
 Created on first use, its private half encrypted with the system DEK exactly like the OIDC
-signing keys (:class:`echo_identity.vault.keyring.Keyring`, context
-``audit_signing_key:<kid>:private_key``). Its public half is published as a JWK Set at
-``/.well-known/audit-keys`` and never in the OIDC JWKS, so no relying party can be made to
-accept a token signed with it.
+signing keys (:class:`echo_identity.keys.keyring.Keyring`, context
+``audit_signing_key:<kid>:private_key``, declared once as :data:`PRIVATE_KEY`). Its public
+half is published as a JWK Set at ``/.well-known/audit-keys`` and never in the OIDC JWKS, so
+no relying party can be made to accept a token signed with it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,19 +19,24 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from echo_identity.audit.models import AuditSigningKey
+from echo_identity.crypto.jwk import eddsa_allowed, generate_key
 from echo_identity.db import utcnow
-from echo_identity.idp.keys import SYSTEM_OWNER, eddsa_allowed, generate_key
-from echo_identity.vault.keyring import Keyring
-
-
-def _private_key_context(kid: str) -> str:
-    return f"audit_signing_key:{kid}:private_key"
+from echo_identity.keys.columns import EncryptedColumn
+from echo_identity.keys.keyring import SYSTEM_OWNER, Keyring, KeyringFactory
 
 
 @dataclass(frozen=True)
 class LoadedAuditKey:
     kid: str
     private_key: Ed25519PrivateKey
+
+
+# Declared once: the signer below and key rotation (schema.ENCRYPTED_COLUMNS) both read it.
+PRIVATE_KEY = EncryptedColumn(
+    AuditSigningKey.private_key_ciphertext,
+    context="audit_signing_key:{row}:private_key",
+    owner=SYSTEM_OWNER,
+)
 
 
 def public_keys(session: Session) -> dict[str, Ed25519PublicKey]:
@@ -57,7 +61,7 @@ class AuditSigner:
     The decrypted key is kept in memory for the life of the process; thread-safe.
     """
 
-    def __init__(self, keyring_for: Callable[[Session], Keyring]) -> None:
+    def __init__(self, keyring_for: KeyringFactory) -> None:
         self._keyring_for = keyring_for
         self._lock = threading.Lock()
         self._loaded: LoadedAuditKey | None = None
@@ -90,7 +94,7 @@ class AuditSigner:
                 kid=kid,
                 public_jwk={k: str(v) for k, v in public.items()},
                 private_key_ciphertext=keyring.encrypt(
-                    SYSTEM_OWNER, key.as_pem(private=True), _private_key_context(kid)
+                    PRIVATE_KEY.owner_for(), key.as_pem(private=True), PRIVATE_KEY.context_for(kid)
                 ),
                 created_at=utcnow(),
             )
@@ -100,7 +104,7 @@ class AuditSigner:
 
     @staticmethod
     def _load(row: AuditSigningKey, keyring: Keyring) -> LoadedAuditKey:
-        pem = keyring.decrypt(row.private_key_ciphertext, _private_key_context(row.kid))
+        pem = keyring.decrypt(row.private_key_ciphertext, PRIVATE_KEY.context_for(row.kid))
         return LoadedAuditKey(row.kid, _ed25519(OKPKey.import_key(pem)))
 
 

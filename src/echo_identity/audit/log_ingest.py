@@ -7,15 +7,8 @@ a batch is stored entirely or not at all. The body is read with
 :func:`~echo_identity.web.json_input.parse_json`: nesting deeper than its limit, NUL characters
 and lone surrogates are refused before anything is redacted or stored (so a 900-deep ``fields``
 never reaches the recursive redaction). Messages and fields pass the same redaction as the
-application's own log lines before they are stored. Errors (all HTTP 400)::
-
-    LogBodyError
-    ├── BodyTooLargeError      body_too_large
-    ├── BatchTooLargeError     batch_too_large
-    ├── InvalidLogEventError   invalid_log_event
-    └── UnknownLevelError      unknown_level
-    web.json_input.InvalidJsonError   invalid_json
-    └── JsonTooDeepError              json_too_deep
+application's own log lines before they are stored. The errors (all HTTP 400) are drawn in
+:mod:`echo_identity.audit.errors`.
 """
 
 from __future__ import annotations
@@ -27,9 +20,9 @@ from typing import Any, cast
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from echo_identity.audit.errors import BatchTooLargeError, InvalidLogEventError, UnknownLevelError
 from echo_identity.audit.log_models import ApplicationLog
 from echo_identity.db import utcnow
-from echo_identity.errors import EchoError
 from echo_identity.logs import redact_value, scrub_text
 from echo_identity.web.json_input import parse_json
 
@@ -37,27 +30,6 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_MESSAGE_CHARS = 8192
 _KEYS = {"level", "message", "timestamp", "fields"}
 _INSERT = cast(Table, ApplicationLog.__table__).insert()
-
-
-class LogBodyError(EchoError):
-    code = "invalid_request"
-    status = 400
-
-
-class BodyTooLargeError(LogBodyError):
-    code = "body_too_large"
-
-
-class BatchTooLargeError(LogBodyError):
-    code = "batch_too_large"
-
-
-class InvalidLogEventError(LogBodyError):
-    code = "invalid_log_event"
-
-
-class UnknownLevelError(LogBodyError):
-    code = "unknown_level"
 
 
 @dataclass(frozen=True)
@@ -69,8 +41,11 @@ class LogEntry:
 
 
 def parse_log_body(raw: bytes, *, max_batch: int) -> list[LogEntry]:
-    """The redacted entries of a /log body; raises a :class:`LogBodyError` subclass or
-    :class:`~echo_identity.web.json_input.InvalidJsonError` (see the module docstring)."""
+    """The redacted entries of a /log body.
+
+    Raises a :class:`~echo_identity.audit.errors.LogBodyError` subclass or
+    :class:`~echo_identity.web.json_input.InvalidJsonError` (see the module docstring).
+    """
     document = parse_json(raw)
     items = document if isinstance(document, list) else [document]
     if not items:

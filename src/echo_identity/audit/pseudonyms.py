@@ -58,10 +58,6 @@ _INSERTS = {
 _IS_MAPPED = select(_TABLE.c.pseudonym).where(_TABLE.c.pseudonym == bindparam("pseudonym"))
 
 
-class PseudonymsNotConfiguredError(RuntimeError):
-    """:func:`configure` was not called in this process before a user was recorded."""
-
-
 class Pseudonyms:
     """Computes pseudonyms with one key and remembers which ones are already mapped."""
 
@@ -163,25 +159,3 @@ def _drop_pending_on_end(session: Session, transaction: SessionTransaction) -> N
 def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
     session.info.pop(_OWNER, None)
-
-
-_current: Pseudonyms | None = None
-_current_secret: bytes | None = None
-
-
-def configure(secret_key: bytes) -> Pseudonyms:
-    """Key this process's pseudonyms with ``ECHO_SECRET_KEY`` (app factory and worker call this;
-    calling again with the same secret keeps the in-process memory)."""
-    global _current, _current_secret
-    if _current is None or _current_secret != secret_key:
-        _current, _current_secret = Pseudonyms.from_secret(secret_key), secret_key
-    return _current
-
-
-def current() -> Pseudonyms:
-    """This process's :class:`Pseudonyms`; raises :class:`PseudonymsNotConfiguredError`."""
-    if _current is None:
-        raise PseudonymsNotConfiguredError(
-            "audit pseudonyms are not configured: call audit.pseudonyms.configure(secret_key)"
-        )
-    return _current

@@ -38,8 +38,8 @@ from sqlalchemy.orm import Session
 
 from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.models import RefusalWindow
-from echo_identity.audit.service import record
-from echo_identity.db import utcnow
+from echo_identity.audit.service import AuditTrail
+from echo_identity.db import Database, utcnow
 from echo_identity.web.context import NO_REQUEST, RequestContext
 
 _TABLE = cast(Table, RefusalWindow.__table__)
@@ -65,14 +65,15 @@ def record_refusal(
     token: str | None = None,
     details: dict[str, Any] | None = None,
     now: datetime | None = None,
+    audit: AuditTrail,
 ) -> bool:
     """Count one refusal (on ``session``; the caller commits); True when it was recorded as an
     audit event (the first of its window), False when it was only counted.
 
     ``reason`` is the stable error code; ``user`` is the ``sub`` of the person concerned, if
     any (a value that is no user's gets no pseudonym map row, see ``audit.pseudonyms``). A
-    previous window of the same key that is over is summarised first. Raises what
-    :func:`~echo_identity.audit.service.record` raises.
+    previous window of the same key that is over is summarised first. ``audit`` records the
+    events. Raises what :meth:`AuditTrail.record` raises.
     """
     now = now or utcnow()
     key = refusal_key(event_type, context.ip, reason, client_id)
@@ -87,7 +88,7 @@ def record_refusal(
         .first()
     )
     if over is not None:
-        _summarise(session, over)
+        _summarise(session, audit, over)
     insert = _DIALECTS[session.get_bind().dialect.name].insert(_TABLE)
     count = session.execute(
         insert.values(
@@ -107,7 +108,7 @@ def record_refusal(
     ).scalar_one()
     if count > 1:  # the window's first refusal (ours or a concurrent one) is already an event
         return False
-    record(
+    audit.record(
         session,
         event_type,
         context=context,
@@ -125,12 +126,14 @@ def record_refusal(
     return True
 
 
-def _summarise(session: Session, window: RowMapping, actor: str | None = None) -> None:
+def _summarise(
+    session: Session, audit: AuditTrail, window: RowMapping, actor: str | None = None
+) -> None:
     """Record how many refusals a closed window counted beyond its first event (nothing when
     there were none): same type, address and client as the first, so rules group it alike."""
     if window["count"] <= 1:
         return
-    record(
+    audit.record(
         session,
         EventType(window["event_type"]),
         context=RequestContext(ip=window["ip"]),
@@ -147,10 +150,10 @@ def _summarise(session: Session, window: RowMapping, actor: str | None = None) -
     )
 
 
-def close_refusal_windows(
-    session: Session, *, window_seconds: int, now: datetime | None = None
+def summarise_closed_windows(
+    session: Session, audit: AuditTrail, *, window_seconds: int, now: datetime | None = None
 ) -> int:
-    """Summarise and delete every window that is over (the worker's pass; the caller commits).
+    """Summarise and delete every window that is over (on ``session``; the caller commits).
 
     Returns how many windows were closed. A window with repeats becomes one event carrying
     ``details.repeated``; ``details.aggregated.key`` links it to the window's first event,
@@ -166,5 +169,16 @@ def close_refusal_windows(
         .all()
     )
     for window in sorted(closed, key=lambda w: (w["window_started_at"], w["key"])):
-        _summarise(session, window, actor="worker")
+        _summarise(session, audit, window, actor="worker")
     return len(closed)
+
+
+def close_refusal_windows(
+    database: Database, audit: AuditTrail, *, window_seconds: int, now: datetime | None = None
+) -> int:
+    """The worker job: :func:`summarise_closed_windows` in one transaction of its own.
+
+    Returns how many windows were closed; raises database errors (nothing is closed then).
+    """
+    with database.transaction() as session:
+        return summarise_closed_windows(session, audit, window_seconds=window_seconds, now=now)

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from echo_identity.audit.business_hours import BusinessHours
 from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.records import EventRecord
+from echo_identity.business_hours import BusinessHours
 
 MAX_EVIDENCE = 100
 _ACCESS_EVENTS = {str(EventType.LOGIN_SUCCESS), str(EventType.VAULT_TOKEN_READ)}
@@ -317,31 +317,48 @@ def _each_event(
     return findings
 
 
+def _replayed(
+    events: Sequence[EventRecord],
+    event_type: EventType,
+    rule: str,
+    credential: str,
+    replay: str,
+    consequence: str,
+) -> list[Finding]:
+    """A finding per replay of a one-time credential, keyed by the token family it revoked."""
+    return _each_event(
+        events,
+        event_type,
+        rule,
+        lambda e: (
+            f"family:{e.details.get('family_id') or e.id}",
+            f"{credential} of client {e.client_id} {replay} "
+            f"(from {e.ip or 'unknown IP'}); {consequence}",
+        ),
+    )
+
+
 def refresh_token_reuse(events: Sequence[EventRecord]) -> list[Finding]:
     """A rotated refresh token was presented again (its family is already revoked)."""
-    return _each_event(
+    return _replayed(
         events,
         EventType.TOKEN_REUSE_DETECTED,
         Rule.REFRESH_TOKEN_REUSE,
-        lambda e: (
-            f"family:{e.details.get('family_id') or e.id}",
-            f"a used refresh token of client {e.client_id} was presented again "
-            f"(from {e.ip or 'unknown IP'}); its token family was revoked",
-        ),
+        "a used refresh token",
+        "was presented again",
+        "its token family was revoked",
     )
 
 
 def code_reuse(events: Sequence[EventRecord]) -> list[Finding]:
     """An authorization code was redeemed twice (RFC 6749 §4.1.2)."""
-    return _each_event(
+    return _replayed(
         events,
         EventType.CODE_REUSE_DETECTED,
         Rule.CODE_REUSE,
-        lambda e: (
-            f"family:{e.details.get('family_id') or e.id}",
-            f"an authorization code of client {e.client_id} was redeemed twice "
-            f"(from {e.ip or 'unknown IP'}); the tokens it produced were revoked",
-        ),
+        "an authorization code",
+        "was redeemed twice",
+        "the tokens it produced were revoked",
     )
 
 

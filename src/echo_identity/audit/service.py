@@ -8,14 +8,19 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from echo_identity.audit import pseudonyms
 from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.models import AuditEvent
 from echo_identity.audit.pseudonyms import Pseudonyms
 from echo_identity.crypto.digests import fingerprint
-from echo_identity.db import request_session, utcnow
+from echo_identity.db import utcnow
 from echo_identity.logs import get_logger, redact_value
-from echo_identity.web.context import NO_REQUEST, RequestContext, request_context, service
+from echo_identity.web.context import (
+    NO_REQUEST,
+    RequestContext,
+    request_context,
+    request_session,
+    service,
+)
 
 log = get_logger("echo_identity.audit")
 # One constant Core statement (cached once), executed with a parameter dict per event.
@@ -117,18 +122,3 @@ def record_for_request(event_type: EventType, **fields: Any) -> None:
     session = request_session()
     service(AuditTrail).record(session, event_type, context=request_context(), **fields)
     session.commit()
-
-
-# TRANSITIONAL (issue 11): the module-level functions below use the process-global pseudonyms;
-# every caller moves to AuditTrail, then they and the global are deleted.
-def record(session: Session, event_type: EventType, **fields: Any) -> None:
-    """TRANSITIONAL: :meth:`AuditTrail.record` with the process-global pseudonyms."""
-    if fields.get("user") is None:
-        AuditTrail(cast(Pseudonyms, None)).record(session, event_type, **fields)
-    else:
-        AuditTrail(pseudonyms.current()).record(session, event_type, **fields)
-
-
-def forget_user(session: Session, sub: str, *, context: RequestContext = NO_REQUEST) -> str:
-    """TRANSITIONAL: :meth:`AuditTrail.forget_user` with the process-global pseudonyms."""
-    return AuditTrail(pseudonyms.current()).forget_user(session, sub, context=context)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import click
 
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
 from echo_identity.cli.runtime import (
     database_or_exit,
     echo_error,
     emit,
     json_option,
+    services_or_exit,
     settings_or_exit,
 )
 from echo_identity.errors import EchoError
@@ -109,26 +109,29 @@ def create(
           --scope "vault:read" --json
     """
     settings = settings_or_exit()
-    session = database_or_exit(settings).session()
+    services = services_or_exit(settings)
     grants = grant_types or (
         ("authorization_code", "refresh_token") if redirect_uris else ("client_credentials",)
     )
-    try:
-        registered = ClientRegistry(session, settings.secret_key_bytes()).create(
-            name,
-            redirect_uris=redirect_uris,
-            grant_types=grants,
-            scope=scope,
-            public=public,
-            post_logout_redirect_uris=logout_uris,
-            audiences=audiences,
-            id_token_alg=id_token_alg,
-            vault_providers=vault_providers,
+    with services.database.session() as session:
+        try:
+            registered = ClientRegistry(session, settings.secret_key_bytes()).create(
+                name,
+                redirect_uris=redirect_uris,
+                grant_types=grants,
+                scope=scope,
+                public=public,
+                post_logout_redirect_uris=logout_uris,
+                audiences=audiences,
+                id_token_alg=id_token_alg,
+                vault_providers=vault_providers,
+            )
+        except EchoError as exc:
+            echo_error(exc, as_json=as_json)
+        services.audit.record(
+            session, EventType.CLIENT_CREATED, actor="cli", client_id=registered.client.client_id
         )
-    except EchoError as exc:
-        echo_error(exc, as_json=as_json)
-    record(session, EventType.CLIENT_CREATED, actor="cli", client_id=registered.client.client_id)
-    session.commit()
+        session.commit()
     payload = {**_describe(registered.client), "client_id": registered.client.client_id}
     if registered.client_secret is not None:
         payload["client_secret"] = registered.client_secret
@@ -145,8 +148,8 @@ def create(
 def list_clients(as_json: bool) -> None:
     """List registered clients (never their secrets)."""
     settings = settings_or_exit()
-    rows = ClientRegistry(database_or_exit(settings).session(), settings.secret_key_bytes())
-    found = rows.list_clients()
+    with database_or_exit(settings).session() as session:
+        found = ClientRegistry(session, settings.secret_key_bytes()).list_clients()
     lines = [
         f"{c.client_id}\t{c.name}\t{','.join(c.grant_types)}" + ("\tdisabled" if c.disabled else "")
         for c in found
@@ -165,15 +168,18 @@ def list_clients(as_json: bool) -> None:
 def disable(client_id: str, enable: bool, as_json: bool) -> None:
     """Disable CLIENT_ID: it is refused at every endpoint from the next request on."""
     settings = settings_or_exit()
-    session = database_or_exit(settings).session()
-    try:
-        row = ClientRegistry(session, settings.secret_key_bytes()).set_disabled(
-            client_id, not enable
-        )
-    except EchoError as exc:
-        echo_error(exc, as_json=as_json)
-    if not enable:
-        record(session, EventType.CLIENT_DISABLED, actor="cli", client_id=client_id)
+    services = services_or_exit(settings)
+    with services.database.session() as session:
+        try:
+            row = ClientRegistry(session, settings.secret_key_bytes()).set_disabled(
+                client_id, not enable
+            )
+        except EchoError as exc:
+            echo_error(exc, as_json=as_json)
+        if not enable:
+            services.audit.record(
+                session, EventType.CLIENT_DISABLED, actor="cli", client_id=client_id
+            )
         session.commit()
     emit(
         _describe(row), f"client {client_id} {'enabled' if enable else 'disabled'}", as_json=as_json

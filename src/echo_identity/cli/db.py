@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from echo_identity import migrations
 from echo_identity.cli.runtime import database_or_exit, emit, json_option, settings_or_exit
 
 
@@ -17,6 +16,8 @@ def db() -> None:
 @json_option
 def upgrade(as_json: bool) -> None:
     """Apply every pending migration (safe to run repeatedly)."""
+    from echo_identity import migrations  # Alembic and every model: only when it runs
+
     database = database_or_exit(settings_or_exit(), require_migrated=False)
     before = migrations.current_revision(database)
     migrations.upgrade(database)
@@ -32,6 +33,8 @@ def upgrade(as_json: bool) -> None:
 @json_option
 def current(as_json: bool) -> None:
     """Show the applied and the newest migration."""
+    from echo_identity import migrations
+
     database = database_or_exit(settings_or_exit(), require_migrated=False)
     applied, head = migrations.current_revision(database), migrations.head_revision(database)
     emit({"current": applied, "head": head}, f"current {applied}, newest {head}", as_json=as_json)

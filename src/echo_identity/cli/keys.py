@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import click
 
-from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
-from echo_identity.cli.runtime import database_or_exit, emit, json_option, settings_or_exit
-from echo_identity.db import utcnow
-from echo_identity.idp.keys import ALGORITHMS, KeyInfo, SigningKeyStore
-from echo_identity.idp.provider import key_schedule, keyring_factory
+from echo_identity.cli.runtime import emit, json_option, services_or_exit, settings_or_exit
+from echo_identity.crypto.jwk import ALGORITHMS
 
 
 @click.group()
@@ -32,64 +28,77 @@ def rotate(algorithms: tuple[str, ...], as_json: bool) -> None:
     Old keys keep signing until then and stay published until their tokens expire; running
     servers pick the change up within seconds, without a restart.
     """
-    settings = settings_or_exit()
-    session = database_or_exit(settings).session()
-    store = SigningKeyStore(session, keyring_factory(settings)(session), key_schedule(settings))
-    created = store.rotate(algorithms or ALGORITHMS)
-    for row in created:
-        record(
-            session,
-            EventType.KEY_ROTATED,
-            actor="cli",
-            details={"kid": row.kid, "alg": row.alg, "activates_at": row.activates_at.isoformat()},
+    from echo_identity.audit.events import EventType  # imported when the command runs
+    from echo_identity.idp.keys import SigningKeyStore
+
+    services = services_or_exit(settings_or_exit())
+    with services.database.session() as session:
+        store = SigningKeyStore(
+            session, services.keyrings(session), services.provider.keys.schedule
         )
-    session.commit()
-    emit(
-        {
-            "created": [
-                {"kid": r.kid, "alg": r.alg, "activates_at": r.activates_at.isoformat()}
+        created = store.rotate(algorithms or ALGORITHMS)
+        for row in created:
+            services.audit.record(
+                session,
+                EventType.KEY_ROTATED,
+                actor="cli",
+                details={
+                    "kid": row.kid,
+                    "alg": row.alg,
+                    "activates_at": row.activates_at.isoformat(),
+                },
+            )
+        session.commit()
+        emit(
+            {
+                "created": [
+                    {"kid": r.kid, "alg": r.alg, "activates_at": r.activates_at.isoformat()}
+                    for r in created
+                ]
+            },
+            "\n".join(
+                f"{r.alg}\t{r.kid}\tsigns from {r.activates_at:%Y-%m-%d %H:%M:%S} UTC"
                 for r in created
-            ]
-        },
-        "\n".join(
-            f"{r.alg}\t{r.kid}\tsigns from {r.activates_at:%Y-%m-%d %H:%M:%S} UTC" for r in created
-        ),
-        as_json=as_json,
-    )
+            ),
+            as_json=as_json,
+        )
 
 
 @keys.command("list")
 @json_option
 def list_keys(as_json: bool) -> None:
     """Show every stored key and whether it is pending, signing, published or retired."""
-    settings = settings_or_exit()
-    session = database_or_exit(settings).session()
-    schedule = key_schedule(settings)
-    rows = SigningKeyStore(session, keyring_factory(settings)(session), schedule).rows()
-    infos = [KeyInfo(r.kid, r.alg, r.created_at, r.activates_at) for r in rows]
-    now = utcnow()
-    published = {k.kid for k in schedule.published(infos, now)}
-    signing = {k.kid for alg in ALGORITHMS if (k := schedule.signing(infos, alg, now))}
+    from echo_identity.db import utcnow  # imported when the command runs
+    from echo_identity.idp.keys import KeyInfo, SigningKeyStore
 
-    def state(info: KeyInfo) -> str:
-        if info.kid in signing:
-            return "signing"
-        if info.activates_at > now:
-            return "pending"
-        return "published" if info.kid in published else "retired"
+    services = services_or_exit(settings_or_exit())
+    with services.database.session() as session:
+        schedule = services.provider.keys.schedule
+        rows = SigningKeyStore(session, services.keyrings(session), schedule).rows()
+        infos = [KeyInfo(r.kid, r.alg, r.created_at, r.activates_at) for r in rows]
+        now = utcnow()
+        published = {k.kid for k in schedule.published(infos, now)}
+        signing = {k.kid for alg in ALGORITHMS if (k := schedule.signing(infos, alg, now))}
 
-    emit(
-        {
-            "keys": [
-                {
-                    "kid": k.kid,
-                    "alg": k.alg,
-                    "state": state(k),
-                    "activates_at": k.activates_at.isoformat(),
-                }
-                for k in infos
-            ]
-        },
-        "\n".join(f"{k.alg}\t{k.kid}\t{state(k)}" for k in infos) or "no keys",
-        as_json=as_json,
-    )
+        def state(info: KeyInfo) -> str:
+            if info.kid in signing:
+                return "signing"
+            if info.activates_at > now:
+                return "pending"
+            return "published" if info.kid in published else "retired"
+
+        emit(
+            {
+                "keys": [
+                    {
+                        "kid": k.kid,
+                        "alg": k.alg,
+                        "state": state(k),
+                        "activates_at": k.activates_at.isoformat(),
+                    }
+                    for k in infos
+                ]
+            },
+            "\n".join(f"{k.alg}\t{k.kid}\t{state(k)}" for k in infos) or "no keys",
+            as_json=as_json,
+        )

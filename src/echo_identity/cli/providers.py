@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
 from echo_identity.cli.runtime import (
-    database_or_exit,
     echo_error,
     emit,
     fail,
     json_option,
+    services_or_exit,
     settings_or_exit,
 )
 from echo_identity.errors import EchoError
-from echo_identity.idp.provider import keyring_factory
-from echo_identity.vault.models import Provider
-from echo_identity.vault.providers import ProviderRegistry
+
+if TYPE_CHECKING:
+    from echo_identity.vault.models import Provider
 
 
 def _describe(provider: Provider) -> dict[str, object]:
@@ -88,6 +87,8 @@ def add(
         --scope "openid email" --authorize-param access_type=offline \\
         --authorize-param prompt=consent
     """
+    from echo_identity.audit.events import EventType  # imported when the command runs
+
     settings = settings_or_exit()
     params = {}
     for item in authorize_params:
@@ -96,43 +97,45 @@ def add(
             fail(f"--authorize-param takes KEY=VALUE, not {item!r}", as_json=as_json)
         params[key] = value
     secret = sys.stdin.readline().rstrip("\r\n") if client_secret_stdin else ""
-    session = database_or_exit(settings).session()
-    registry = ProviderRegistry(session, keyring_factory(settings)(session))
-    try:
-        provider = registry.add(
-            name,
-            client_id=client_id,
-            client_secret=secret,
-            issuer=issuer,
-            authorize_url=authorize_url,
-            token_url=token_url,
-            revocation_url=revocation_url,
-            scope=scope,
-            authorize_params=params,
+    services = services_or_exit(settings)
+    with services.database.session() as session:
+        try:
+            provider = services.vault.service(session).providers.add(
+                name,
+                client_id=client_id,
+                client_secret=secret,
+                issuer=issuer,
+                authorize_url=authorize_url,
+                token_url=token_url,
+                revocation_url=revocation_url,
+                scope=scope,
+                authorize_params=params,
+            )
+        except EchoError as exc:
+            session.rollback()
+            echo_error(exc, as_json=as_json)
+        services.audit.record(
+            session, EventType.PROVIDER_ADDED, actor="cli", details={"provider": name}
         )
-    except EchoError as exc:
-        session.rollback()
-        echo_error(exc, as_json=as_json)
-    record(session, EventType.PROVIDER_ADDED, actor="cli", details={"provider": name})
-    session.commit()
-    callback = settings.issuer.rstrip("/") + "/connections/callback"
-    emit(
-        {**_describe(provider), "callback_url": callback},
-        f"provider {name} added; users connect at {settings.issuer.rstrip('/')}"
-        f"/connections/{name}/connect (callback {callback})",
-        as_json=as_json,
-    )
+        session.commit()
+        callback = services.vault.callback_url
+        emit(
+            {**_describe(provider), "callback_url": callback},
+            f"provider {name} added; users connect at {settings.issuer.rstrip('/')}"
+            f"/connections/{name}/connect (callback {callback})",
+            as_json=as_json,
+        )
 
 
 @providers.command("list")
 @json_option
 def list_providers(as_json: bool) -> None:
     """List providers (never their secrets)."""
-    settings = settings_or_exit()
-    session = database_or_exit(settings).session()
-    found = ProviderRegistry(session, keyring_factory(settings)(session)).list_providers()
-    emit(
-        {"providers": [_describe(p) for p in found]},
-        "\n".join(f"{p.name}\t{p.token_url}" for p in found) or "no providers",
-        as_json=as_json,
-    )
+    services = services_or_exit(settings_or_exit())
+    with services.database.session() as session:
+        found = services.vault.service(session).providers.list_providers()
+        emit(
+            {"providers": [_describe(p) for p in found]},
+            "\n".join(f"{p.name}\t{p.token_url}" for p in found) or "no providers",
+            as_json=as_json,
+        )

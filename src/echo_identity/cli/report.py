@@ -8,20 +8,16 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
-from echo_identity.audit.report_html import render_report_html
-from echo_identity.audit.reports import (
-    ReportPolicy,
-    SecurityReport,
-    SecurityReportBuilder,
-    parse_since,
-)
 from echo_identity.cli.runtime import database_or_exit, emit, fail, json_option, settings_or_exit
-from echo_identity.config import Settings
-from echo_identity.db import Database, utcnow
+
+if TYPE_CHECKING:
+    from echo_identity.config import Settings
+    from echo_identity.db import Database
+    from echo_identity.reports.security_report import SecurityReport
 
 
 def build_report(
@@ -31,6 +27,12 @@ def build_report(
 
     ``show_progress`` draws a spinner naming the section being aggregated on standard error.
     """
+    from rich.console import Console
+
+    from echo_identity.db import utcnow
+    from echo_identity.reports.security_report import ReportPolicy, SecurityReportBuilder
+    from echo_identity.reports.window import parse_since
+
     now = utcnow()
     start = parse_since(since, now)
     with ExitStack() as stack:
@@ -48,7 +50,10 @@ def build_report(
 
 
 def render(report: SecurityReport, fmt: str) -> str:
+    """The report as an HTML document (``fmt == "html"``) or indented JSON."""
     if fmt == "html":
+        from echo_identity.reports.html import render_report_html
+
         return render_report_html(report)
     return json.dumps(report.to_dict(), indent=2) + "\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -12,7 +12,9 @@ from echo_identity.config import ConfigError, Settings, load_settings
 from echo_identity.db import Database
 from echo_identity.errors import EchoError
 from echo_identity.logs import configure_logging, get_logger
-from echo_identity.migrations import is_up_to_date
+
+if TYPE_CHECKING:
+    from echo_identity.services import Services
 
 
 def fail(message: str, *, as_json: bool = False, code: str = "error") -> NoReturn:
@@ -42,12 +44,21 @@ def settings_or_exit() -> Settings:
 
 def database_or_exit(settings: Settings, *, require_migrated: bool = True) -> Database:
     """The configured database; exits with a hint when it is unreachable or not migrated."""
+    from echo_identity.migrations import is_up_to_date  # Alembic: only for commands that need it
+
     database = Database(settings.database_url)
     if not database.ping():
         fail("cannot reach the database named by ECHO_DATABASE_URL; is it running?")
     if require_migrated and not is_up_to_date(database):
         fail("the database schema is not up to date; run: echo-identity db upgrade")
     return database
+
+
+def services_or_exit(settings: Settings) -> Services:
+    """Every collaborator, built by the wiring point on the checked, migrated database."""
+    from echo_identity.services import build_services  # imported when a command runs
+
+    return build_services(settings, database_or_exit(settings))
 
 
 def echo_error(exc: EchoError, *, as_json: bool) -> NoReturn:

@@ -12,10 +12,6 @@ from pathlib import Path
 import click
 
 from echo_identity.cli.runtime import database_or_exit, settings_or_exit
-from echo_identity.idp.keys import SigningKeyStore
-from echo_identity.idp.provider import key_schedule, keyring_factory
-from echo_identity.vault.runtime import build_runtime
-from echo_identity.vault.worker import start_in_background
 
 # Route granian's own messages through our (redacting, JSON) root handler.
 _GRANIAN_LOGGING = {
@@ -49,15 +45,18 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     Settings are validated and the database checked before the port is bound, so a
     misconfigured deployment fails at once with a message naming the variable.
     """
+    from echo_identity.idp.keys import ensure_signing_keys  # imported when it runs
+    from echo_identity.idp.provider import key_schedule
+    from echo_identity.keys.kek_providers import keyring_factory
+    from echo_identity.worker import build_worker, start_in_background
+
     settings = settings_or_exit()
     database = database_or_exit(settings)
     _metrics_directory(workers)
-    with database.session() as session:  # first start: one key per algorithm, before workers
-        SigningKeyStore(
-            session, keyring_factory(settings)(session), key_schedule(settings)
-        ).ensure()
+    # first start: one key per algorithm, before workers
+    ensure_signing_keys(database, keyring_factory(settings), key_schedule(settings))
     if settings.dev_mode:  # development: keep vault tokens fresh without a separate worker
-        start_in_background(database, build_runtime(settings), settings.worker_interval)
+        start_in_background(build_worker(settings, database))
     else:
         database.dispose()
 

@@ -3,40 +3,29 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from echo_identity.accounts.credentials import CredentialsRevoked
-from echo_identity.accounts.models import User
-from echo_identity.accounts.passwords import Passwords
-from echo_identity.accounts.service import AccountService
-from echo_identity.audit import pseudonyms
 from echo_identity.cli.runtime import (
-    database_or_exit,
     echo_error,
     emit,
     fail,
     json_option,
+    services_or_exit,
     settings_or_exit,
 )
-from echo_identity.config import Settings
-from echo_identity.db import Database
 from echo_identity.errors import EchoError
-from echo_identity.services import session_store
+
+if TYPE_CHECKING:  # the account modules load when a command runs (services_or_exit)
+    from echo_identity.accounts.credentials import CredentialsRevoked
+    from echo_identity.accounts.models import User
 
 password_stdin_option = click.option(
     "--password-stdin",
     is_flag=True,
     help="Read the password from standard input (keeps it out of shell history).",
 )
-
-
-def _service(settings: Settings, database: Database | None = None) -> AccountService:
-    database = database or database_or_exit(settings)
-    passwords = Passwords(
-        settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
-    )
-    return AccountService(database.session(), passwords)
 
 
 def _read_password(from_stdin: bool, as_json: bool) -> str:
@@ -79,10 +68,15 @@ def create(name: str, email: str, password_stdin: bool, admin: bool, as_json: bo
     """
     settings = settings_or_exit()
     password = _read_password(password_stdin, as_json)
-    try:
-        user = _service(settings).create_user(name, email, password, admin=admin)
-    except EchoError as exc:
-        echo_error(exc, as_json=as_json)
+    services = services_or_exit(settings)
+    with services.database.session() as session:
+        try:
+            user = services.accounts.service(session).create_user(
+                name, email, password, admin=admin
+            )
+        except EchoError as exc:
+            echo_error(exc, as_json=as_json)
+        session.commit()
     emit(_describe(user), f"created user {user.username} (sub {user.sub})", as_json=as_json)
 
 
@@ -90,7 +84,9 @@ def create(name: str, email: str, password_stdin: bool, admin: bool, as_json: bo
 @json_option
 def list_users(as_json: bool) -> None:
     """List every user."""
-    found = _service(settings_or_exit()).list_users()
+    services = services_or_exit(settings_or_exit())
+    with services.database.read_session() as session:
+        found = services.accounts.service(session).list_users()
     lines = [
         f"{u.username}\t{u.email}\t{u.sub}"
         + ("\tadmin" if u.is_admin else "")
@@ -114,14 +110,14 @@ def set_password(name: str, password_stdin: bool, as_json: bool) -> None:
     """
     settings = settings_or_exit()
     password = _read_password(password_stdin, as_json)
-    database = database_or_exit(settings)
-    pseudonyms.configure(settings.secret_key_bytes())
-    try:
-        revoked = _service(settings, database).set_password(
-            name, password, sessions=session_store(settings, database)
-        )
-    except EchoError as exc:
-        echo_error(exc, as_json=as_json)
+    services = services_or_exit(settings)
+    with services.database.session() as session:
+        try:  # commits, then ends the browser sessions
+            revoked = services.accounts.service(session).set_password(
+                name, password, sessions=services.sessions
+            )
+        except EchoError as exc:
+            echo_error(exc, as_json=as_json)
     emit(
         {**_describe(revoked.user), "revoked": revoked.counts()},
         f"password of {revoked.user.username} changed; {_ended(revoked)}",
@@ -144,17 +140,17 @@ def disable(name: str, enable: bool, as_json: bool) -> None:
     again; nothing that was ended comes back. With --json the output of a disable says how
     many sessions, token families and codes were ended ("revoked").
     """
-    settings = settings_or_exit()
-    database = database_or_exit(settings)
-    pseudonyms.configure(settings.secret_key_bytes())
-    service = _service(settings, database)
-    try:
-        if enable:
-            user = service.enable(name)
-        else:
-            revoked = service.disable(name, sessions=session_store(settings, database))
-    except EchoError as exc:
-        echo_error(exc, as_json=as_json)
+    services = services_or_exit(settings_or_exit())
+    with services.database.session() as session:
+        accounts = services.accounts.service(session)
+        try:
+            if enable:
+                user = accounts.enable(name)
+                session.commit()
+            else:  # commits, then ends the browser sessions
+                revoked = accounts.disable(name, sessions=services.sessions)
+        except EchoError as exc:
+            echo_error(exc, as_json=as_json)
     if enable:
         emit(_describe(user), f"user {user.username} enabled", as_json=as_json)
         return
@@ -166,7 +162,8 @@ def disable(name: str, enable: bool, as_json: bool) -> None:
 
 
 def _ended(revoked: CredentialsRevoked) -> str:
+    counts = revoked.counts()
     return (
-        f"ended {revoked.sessions} session(s), revoked {revoked.token_families} token "
-        f"family(ies), deleted {revoked.authorization_codes} unredeemed code(s)"
+        f"ended {revoked.sessions} session(s), revoked {counts.get('token_families', 0)} token "
+        f"family(ies), deleted {counts.get('authorization_codes', 0)} unredeemed code(s)"
     )

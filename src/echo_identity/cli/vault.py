@@ -4,27 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
-from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
-from echo_identity.cli.runtime import database_or_exit, emit, fail, json_option, settings_or_exit
-from echo_identity.config import Settings
-from echo_identity.crypto.aead import DecryptionError
-from echo_identity.crypto.kek import UnknownKekError
-from echo_identity.idp.provider import keyring_factory
-from echo_identity.vault.rotation import DEFAULT_BATCH_SIZE, DekRotation, rotate_deks, rotate_kek
+from echo_identity.cli.runtime import emit, fail, json_option, services_or_exit, settings_or_exit
+from echo_identity.keys.rotation import DEFAULT_BATCH_SIZE, DekRotation
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from echo_identity.services import Services
 
 
 @click.group()
@@ -55,10 +45,15 @@ def rotate_kek_command(as_json: bool) -> None:
 
     Safe to run again after a failure: it re-wraps only the data keys still under an old KEK.
     """
-    settings = settings_or_exit()
-    with _session(settings) as session:
+    from echo_identity.audit.events import EventType  # imported when the command runs
+    from echo_identity.crypto.aead import DecryptionError
+    from echo_identity.crypto.kek import UnknownKekError
+    from echo_identity.keys.rotation import rotate_kek
+
+    services = services_or_exit(settings_or_exit())
+    with _session(services) as session:
         try:
-            rewrapped = rotate_kek(session, keyring_factory(settings)(session))
+            rewrapped = rotate_kek(session, services.keyrings(session))
         except UnknownKekError as exc:
             fail(
                 f"a data key is wrapped by KEK {exc.kek_id}, which ECHO_VAULT_KEK no longer "
@@ -74,7 +69,7 @@ def rotate_kek_command(as_json: bool) -> None:
                 code=exc.code,
             )
         details = {"key": "vault_kek", "rewrapped": rewrapped}
-        record(session, EventType.KEY_ROTATED, actor="cli", details=details)
+        services.audit.record(session, EventType.KEY_ROTATED, actor="cli", details=details)
         session.commit()
     emit(
         {"rewrapped": rewrapped},
@@ -107,9 +102,23 @@ def rotate_deks_command(batch_size: int, as_json: bool) -> None:
     DEKs are wrapped under the first KEK in ECHO_VAULT_KEK; to retire a KEK as well, run
     rotate-kek first (see its --help).
     """
-    settings = settings_or_exit()
-    with _session(settings) as session:
-        keyring = keyring_factory(settings)(session)
+    from rich.console import Console  # imported when the command runs
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from sqlalchemy.exc import OperationalError
+
+    from echo_identity.audit.events import EventType
+    from echo_identity.keys.rotation import rotate_deks
+    from echo_identity.schema import ENCRYPTED_COLUMNS
+
+    services = services_or_exit(settings_or_exit())
+    with _session(services) as session:
+        keyring = services.keyrings(session)
         console = Console(stderr=True)
         with Progress(
             TextColumn("re-encrypting"),
@@ -124,6 +133,7 @@ def rotate_deks_command(batch_size: int, as_json: bool) -> None:
                 report = rotate_deks(
                     session,
                     keyring,
+                    ENCRYPTED_COLUMNS,
                     batch_size=batch_size,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
@@ -135,7 +145,7 @@ def rotate_deks_command(batch_size: int, as_json: bool) -> None:
                     code="database_error",
                 )
         details = {"key": "vault_dek", **_details(report)}
-        record(session, EventType.KEY_ROTATED, actor="cli", details=details)
+        services.audit.record(session, EventType.KEY_ROTATED, actor="cli", details=details)
         session.commit()
     if report.failures:
         first = report.failures[0]
@@ -158,14 +168,13 @@ def rotate_deks_command(batch_size: int, as_json: bool) -> None:
 
 
 @contextmanager
-def _session(settings: Settings) -> Iterator[Session]:
+def _session(services: Services) -> Iterator[Session]:
     """A session on the configured database; the engine's connections are closed afterwards."""
-    database = database_or_exit(settings)
     try:
-        with database.session() as session:
+        with services.database.session() as session:
             yield session
     finally:
-        database.dispose()
+        services.database.dispose()
 
 
 def _details(report: DekRotation) -> dict[str, int | bool]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import click
 
 from echo_identity.cli.runtime import database_or_exit, emit, json_option, settings_or_exit
-from echo_identity.vault.runtime import build_runtime
-from echo_identity.vault.worker import run_forever, run_pass
 
 
 @click.command()
@@ -19,11 +17,12 @@ def worker(once: bool, as_json: bool) -> None:
     Runs a pass every ECHO_WORKER_INTERVAL seconds. Start as many as you like on PostgreSQL:
     they share the work without refreshing a connection twice.
     """
+    from echo_identity.worker import build_worker, run_forever, run_pass  # when it runs
+
     settings = settings_or_exit()
-    database = database_or_exit(settings)
-    runtime = build_runtime(settings)
+    jobs = build_worker(settings, database_or_exit(settings))
     if once:
-        result = run_pass(database, runtime)
+        result = run_pass(jobs)
         emit(
             {
                 "refreshed": result.refreshed,
@@ -37,4 +36,4 @@ def worker(once: bool, as_json: bool) -> None:
             as_json=as_json,
         )
         return
-    run_forever(database, runtime, settings.worker_interval)
+    run_forever(jobs)

@@ -17,7 +17,7 @@ Every failure to decrypt is one exception, never garbage output::
 
     DecryptionError                 wrong key or context, tampering, truncation, bad header
     ├── crypto.kek.UnknownKekError       no configured KEK has the wrapped key's KEK id
-    └── vault.keyring.UnknownDataKeyError   the DEK was destroyed (crypto-shredded)
+    └── keys.keyring.UnknownDataKeyError    the DEK was destroyed (crypto-shredded)
 """
 
 from __future__ import annotations

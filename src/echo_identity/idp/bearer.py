@@ -1,7 +1,9 @@
 """Bearer access tokens presented to Echo's own APIs (RFC 6750): one authorization decision.
 
 Every bearer-protected API calls :func:`authorize_bearer` with its :class:`BearerApi` and the
-scope the call needs, and answers every refusal through :func:`refuse`:
+scope the call needs, and answers every refusal through :func:`refuse` (recorded), or
+:func:`bearer_error_response` (not recorded, ``/metrics``): the same condition gets the same
+answer at every API.
 
 ====================  ==========================  ======================  ===================
 API                   audience the token names    refusals recorded as    who may call
@@ -16,13 +18,17 @@ The decision, in order (the first failure answers):
 
 1. a Bearer credential is present, else :class:`MissingBearerTokenError` (401, bare
    ``Bearer`` challenge, RFC 6750 §3.1);
-2. it is an access token this issuer signed (:class:`~echo_identity.idp.tokens.TokenVerifier`),
-   its ``aud`` names the API, it is not revoked and its client is enabled
-   (:class:`~echo_identity.idp.revocation.Revocations`), else :class:`InvalidBearerTokenError`
-   (401 ``invalid_token``; the audit trail gets the narrower reason);
-3. a token issued to a user (its ``sub`` is not its ``client_id``: code or refresh grant)
+2. it is an access token this issuer signed (:class:`~echo_identity.idp.tokens.TokenVerifier`)
+   and its ``aud`` names the API, else :class:`InvalidBearerTokenError` (401 ``invalid_token``;
+   the audit trail gets the narrower reason) — except a token minted for Echo's own APIs (its
+   ``aud`` names only its client and Echo's API audiences) that lacks the call's scope: its
+   audience is missing *because* the scope is (``idp.provider.access_token_audience``), so it
+   goes on to the scope check and gets 403 ``insufficient_scope``, as at the other APIs;
+3. it is not revoked and its client is enabled
+   (:class:`~echo_identity.idp.revocation.Revocations`), else ``invalid_token``;
+4. a token issued to a user (its ``sub`` is not its ``client_id``: code or refresh grant)
    belongs to an existing, enabled user, else ``invalid_token``;
-4. the scope is granted, else :class:`InsufficientScopeError` (403 ``insufficient_scope``).
+5. the scope is granted, else :class:`InsufficientScopeError` (403 ``insufficient_scope``).
 
 The :class:`BearerGrant` says whose resources the token may touch: a token issued to a user,
 only that user's (:attr:`BearerGrant.user`); a client-credentials token acts as its client,
@@ -44,9 +50,10 @@ from sqlalchemy import select
 from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType
 from echo_identity.audit.refusals import record_refusal
+from echo_identity.audit.service import AuditTrail
 from echo_identity.config import Settings
-from echo_identity.db import request_session
 from echo_identity.errors import EchoError
+from echo_identity.idp.bearer_grant import BearerGrant as BearerGrant
 from echo_identity.idp.errors import (
     BearerError,
     InsufficientScopeError,
@@ -54,9 +61,10 @@ from echo_identity.idp.errors import (
     InvalidTokenError,
     MissingBearerTokenError,
 )
-from echo_identity.idp.provider_state import current_provider
+from echo_identity.idp.provider import Provider
 from echo_identity.idp.revocation import Revocations
-from echo_identity.web.context import request_context
+from echo_identity.idp.tokens import audiences_of
+from echo_identity.web.context import request_context, request_session, service
 from echo_identity.web.request_id import current_request_id
 
 
@@ -79,33 +87,6 @@ USERINFO_API = BearerApi(
 LOG_API = BearerApi("log", attrgetter("effective_log_audience"), EventType.API_ACCESS_DENIED)
 
 
-@dataclass(frozen=True)
-class BearerGrant:
-    """What an accepted token allows: ``user`` is the user it was issued to (``None`` for a
-    client's own client-credentials token)."""
-
-    token: str
-    claims: dict[str, Any]
-    user: User | None
-
-    @property
-    def client_id(self) -> str:
-        return str(self.claims["client_id"])
-
-    @property
-    def subject(self) -> str:
-        return str(self.claims["sub"])
-
-    @property
-    def user_sub(self) -> str | None:
-        """The ``sub`` of the token's user (read from the claims: no ORM access needed)."""
-        return self.subject if self.user is not None else None
-
-    @property
-    def scopes(self) -> frozenset[str]:
-        return frozenset(str(self.claims.get("scope", "")).split())
-
-
 def bearer_token() -> str | None:
     """The RFC 6750 §2.1 Bearer credential of this request, or ``None``."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
@@ -119,12 +100,16 @@ def authorize_bearer(api: BearerApi, scope: str) -> BearerGrant:
     token = bearer_token()
     if token is None:
         raise MissingBearerTokenError()
-    provider = current_provider()
+    provider = service(Provider)
     session = request_session()
     try:
-        claims = provider.verifier.verify_access_token(token, [api.audience(provider.settings)])
+        claims = provider.verifier.verify_access_token(token)
     except InvalidTokenError as exc:
         raise InvalidBearerTokenError(exc.description, exc.code) from None
+    if _meant_elsewhere(api, scope, claims, provider.settings):
+        raise InvalidBearerTokenError(
+            "The token is meant for another audience.", "invalid_audience"
+        )
     problem = Revocations(session).access_token_problem(claims)
     if problem is not None:
         raise InvalidBearerTokenError(problem.description, problem.code)
@@ -139,15 +124,40 @@ def authorize_bearer(api: BearerApi, scope: str) -> BearerGrant:
     return grant
 
 
+def _meant_elsewhere(
+    api: BearerApi, scope: str, claims: dict[str, Any], settings: Settings
+) -> bool:
+    """Whether the token's ``aud`` rules it out at ``api`` (RFC 9068 §4: ``invalid_token``).
+
+    It does when it does not name the API's audience, except for a token minted for Echo's own
+    APIs (its ``aud`` names only its client and Echo's API audiences) that lacks ``scope``: its
+    audience is missing because the scope is (``idp.provider.access_token_audience``), so the
+    scope check answers it, 403 ``insufficient_scope``, as at an API whose audience it names.
+    """
+    held = audiences_of(claims)
+    if api.audience(settings) in held:
+        return False
+    echo_only = held <= {
+        str(claims["client_id"]),
+        settings.effective_api_audience,
+        settings.effective_log_audience,
+        settings.effective_userinfo_audience,
+    }
+    lacks_scope = scope not in str(claims.get("scope", "")).split()
+    return not (echo_only and lacks_scope)
+
+
 def bearer_error_response(exc: EchoError) -> Response:
-    """The JSON error answer of a refused call, with its RFC 6750 challenge if it has one."""
+    """The JSON answer to a refused call: the error's code, status and description, and the
+    headers a :class:`BearerError` builds (its RFC 6750 challenge). The one rendering of a
+    bearer refusal: :func:`refuse` uses it, and so does any API that refuses without recording
+    (``/metrics``)."""
     response = jsonify(
         error=exc.code, error_description=exc.description, request_id=current_request_id()
     )
     response.status_code = exc.status
-    challenge = exc.challenge() if isinstance(exc, BearerError) else None
-    if challenge is not None:
-        response.headers["WWW-Authenticate"] = challenge
+    if isinstance(exc, BearerError):
+        response.headers.update(exc.headers())
     return response
 
 
@@ -171,7 +181,7 @@ def refuse(
         grant = exc.grant
     session = request_session()
     session.rollback()
-    settings = current_provider().settings
+    settings = service(Settings)
     record_refusal(
         session,
         api.denied_event,
@@ -182,6 +192,7 @@ def refuse(
         user=user or (grant.user_sub if grant else None),
         token=bearer_token(),
         details={"api": api.name, **(details or {})},
+        audit=service(AuditTrail),
     )
     session.commit()
     return bearer_error_response(exc)

@@ -1,6 +1,7 @@
 """Housekeeping of the provider's tables: rows that can no longer change any decision go.
 
-The worker calls :func:`purge_expired` on every pass. What is deleted, and why it is safe:
+The application's worker calls :func:`purge_expired` on every pass, with the
+:class:`Retention` built once from settings. What is deleted, and why it is safe:
 
 - **token families** past their absolute expiry, plus the longest access-token lifetime and the
   verification leeway (an access token minted just before the family expired stays revocable
@@ -19,15 +20,16 @@ the security report sums.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import CursorResult, Delete, delete
 
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
+from echo_identity.audit.service import AuditTrail
 from echo_identity.config import Settings
-from echo_identity.db import Database, utcnow
+from echo_identity.db import Database
 from echo_identity.idp.models import (
     AuthorizationCode,
     IssuedAccessToken,
@@ -37,11 +39,26 @@ from echo_identity.idp.models import (
 from echo_identity.idp.tokens import LEEWAY_SECONDS
 
 
-def _statements(settings: Settings, now: datetime) -> dict[EventType, list[Delete]]:
+@dataclass(frozen=True)
+class Retention:
+    """How long provider rows can still change a decision: the settings the purge reads."""
+
+    access_token_ttl: timedelta
+    refresh_token_absolute_ttl: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Retention:
+        return cls(
+            access_token_ttl=timedelta(seconds=settings.access_token_ttl),
+            refresh_token_absolute_ttl=timedelta(seconds=settings.refresh_token_absolute_ttl),
+        )
+
+
+def _statements(retention: Retention, now: datetime) -> dict[EventType, list[Delete]]:
     leeway = timedelta(seconds=LEEWAY_SECONDS)
     tokens_gone = now - leeway
-    families_gone = tokens_gone - timedelta(seconds=settings.access_token_ttl)
-    codes_gone = now - timedelta(seconds=settings.refresh_token_absolute_ttl) - leeway
+    families_gone = tokens_gone - retention.access_token_ttl
+    codes_gone = now - retention.refresh_token_absolute_ttl - leeway
     return {
         EventType.TOKEN_FAMILIES_PURGED: [
             delete(TokenFamily).where(TokenFamily.expires_at < families_gone)
@@ -57,19 +74,19 @@ def _statements(settings: Settings, now: datetime) -> dict[EventType, list[Delet
 
 
 def purge_expired(
-    database: Database, settings: Settings, now: datetime | None = None
+    database: Database, audit: AuditTrail, retention: Retention, now: datetime
 ) -> dict[str, int]:
-    """Delete what can no longer matter (see the module docstring) in one transaction, record
-    one audit event per kind that had rows, and return the counts by event type."""
-    now = now or utcnow()
+    """Delete what can no longer matter at ``now`` (see the module docstring) in one
+    transaction, committed here, recording through ``audit`` one event per kind that had rows;
+    returns the counts by event type (empty when nothing was purged)."""
     purged: dict[str, int] = {}
     with database.transaction() as session:
-        for event_type, statements in _statements(settings, now).items():
+        for event_type, statements in _statements(retention, now).items():
             count = 0
             for statement in statements:
                 result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
                 count += int(result.rowcount)
             if count:
-                record(session, event_type, actor="worker", details={"count": count})
+                audit.record(session, event_type, actor="worker", details={"count": count})
                 purged[str(event_type)] = count
     return purged

@@ -84,7 +84,7 @@ def check_redirect_uri(uri: str) -> str:
 
 
 class ClientRegistry:
-    """OAuth clients in one database session; commits its own changes."""
+    """OAuth clients in one database session; changes are flushed, the caller commits."""
 
     def __init__(self, session: Session, secret_key: bytes) -> None:
         self._session = session
@@ -137,7 +137,7 @@ class ClientRegistry:
             vault_providers=list(dict.fromkeys(vault_providers)),
         )
         self._session.add(client)
-        self._session.commit()
+        self._session.flush()
         return RegisteredClient(client, secret)
 
     def find(self, client_id: str) -> OAuthClient | None:
@@ -159,7 +159,7 @@ class ClientRegistry:
         if row is None:
             raise UnknownClientError()
         row.disabled = disabled
-        self._session.commit()
+        self._session.flush()
         return row
 
 

@@ -1,15 +1,20 @@
-"""Errors raised while managing OAuth clients and by the bearer-protected APIs.
+"""Every error of the provider: managing OAuth clients, verifying tokens, the bearer APIs.
 
 EchoError
 ├── InvalidClientMetadataError      400 invalid_client_metadata
 │   ├── InvalidRedirectUriError     400 invalid_redirect_uri
 │   └── UnknownClientError          404 unknown_client
+├── UnknownDevClientError           400 invalid_client (/test-token, development only)
 ├── InvalidTokenError               401 invalid_token (a narrower ``code`` for /verify)
-└── BearerError                     an RFC 6750 §3 refusal with its ``WWW-Authenticate``
+└── BearerError                     an RFC 6750 §3 refusal; :meth:`~BearerError.headers`
+    │                               builds its ``WWW-Authenticate`` (here and nowhere else)
     ├── MissingBearerTokenError     401 invalid_request, challenge ``Bearer``
     ├── InvalidBearerTokenError     401 invalid_token
     ├── InsufficientScopeError      403 insufficient_scope
     └── BearerAccessDeniedError     403 access_denied (a valid token, another's resource)
+
+Protocol errors of the OAuth endpoints themselves (``invalid_grant``, ``invalid_client`` at
+/token ...) are Authlib's, which build their own headers the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING
 from echo_identity.errors import EchoError
 
 if TYPE_CHECKING:
-    from echo_identity.idp.bearer import BearerGrant
+    from echo_identity.idp.bearer_grant import BearerGrant
 
 
 class InvalidClientMetadataError(EchoError):
@@ -58,12 +63,21 @@ class UnknownClientError(InvalidClientMetadataError):
     description = "No client has that client_id."
 
 
+class UnknownDevClientError(EchoError):
+    """/test-token (development only) was given no client, or one that is unknown or
+    disabled; named after RFC 6749 §5.2 ``invalid_client``."""
+
+    code = "invalid_client"
+    status = 400
+    description = "Give the client_id of a registered, enabled client."
+
+
 class BearerError(EchoError):
     """A refusal at a bearer-protected API (RFC 6750 §3).
 
     ``reason`` is what the audit trail records (narrower than the wire ``code``: a client is
-    told ``invalid_token``, the trail says ``invalid_audience``); :meth:`challenge` is the
-    ``WWW-Authenticate`` value, built here and nowhere else. ``grant`` is the accepted token
+    told ``invalid_token``, the trail says ``invalid_audience``); :meth:`headers` carries the
+    ``WWW-Authenticate`` challenge, built here and nowhere else. ``grant`` is the accepted token
     when the refusal came after it was verified (scope, subject), so the refusal is recorded
     against its client and user.
     """
@@ -76,8 +90,13 @@ class BearerError(EchoError):
         self.reason = reason or self.reason or self.code
 
     def challenge(self) -> str | None:
-        """The ``WWW-Authenticate`` header value, or ``None`` when there is none to send."""
+        """The ``WWW-Authenticate`` value (RFC 6750 §3), or ``None`` when there is none."""
         return f'Bearer error="{self.code}"'
+
+    def headers(self) -> dict[str, str]:
+        """The headers this refusal is answered with: its challenge, when it has one."""
+        challenge = self.challenge()
+        return {"WWW-Authenticate": challenge} if challenge is not None else {}
 
 
 class MissingBearerTokenError(BearerError):

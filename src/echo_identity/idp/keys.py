@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,43 +32,22 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
+from echo_identity.crypto.jwk import ALGORITHMS, JWTKey, generate_key
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.models import SigningKey
+from echo_identity.keys.columns import EncryptedColumn
+from echo_identity.keys.keyring import SYSTEM_OWNER, Keyring, KeyringFactory
 from echo_identity.logs import get_logger
-from echo_identity.vault.keyring import Keyring
 
-ALGORITHMS = ("RS256", "ES256", "EdDSA")
-SYSTEM_OWNER = "system"
 RELOAD_SECONDS = 5.0
-JWTKey = RSAKey | ECKey | OKPKey
 log = get_logger("echo_identity.idp.keys")
 
-
-@contextmanager
-def eddsa_allowed() -> Iterator[None]:
-    """Silence joserfc's deprecation notice for ``EdDSA`` (RFC 9864 prefers ``Ed25519``).
-
-    We sign with the name ``EdDSA`` because relying-party libraries widely understand it
-    and few understand ``Ed25519`` yet; the signature (Ed25519) is the same.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="EdDSA is deprecated")
-        yield
-
-
-def generate_key(alg: str) -> JWTKey:
-    """A fresh private key for ``alg``; raises ``ValueError`` for an unsupported one."""
-    if alg == "RS256":
-        return RSAKey.generate_key(2048, private=True)
-    if alg == "ES256":
-        return ECKey.generate_key("P-256", private=True)
-    if alg == "EdDSA":
-        return OKPKey.generate_key("Ed25519", private=True)
-    raise ValueError(f"unsupported signing algorithm {alg!r}; use one of {', '.join(ALGORITHMS)}")
-
-
-def _private_key_context(kid: str) -> str:
-    return f"signing_key:{kid}:private_key"
+# Declared once: the store below and key rotation (schema.ENCRYPTED_COLUMNS) both read it.
+PRIVATE_KEY = EncryptedColumn(
+    SigningKey.private_key_ciphertext,
+    context="signing_key:{row}:private_key",
+    owner=SYSTEM_OWNER,
+)
 
 
 @dataclass(frozen=True)
@@ -136,7 +113,7 @@ class SigningKeyStore:
             alg=alg,
             public_jwk={k: str(v) for k, v in public.items()},
             private_key_ciphertext=self._keyring.encrypt(
-                SYSTEM_OWNER, key.as_pem(private=True), _private_key_context(kid)
+                PRIVATE_KEY.owner_for(), key.as_pem(private=True), PRIVATE_KEY.context_for(kid)
             ),
             created_at=utcnow(),
             activates_at=activates_at,
@@ -146,27 +123,27 @@ class SigningKeyStore:
         return row
 
     def ensure(self) -> list[SigningKey]:
-        """Create an immediately active key for every algorithm that has none; commits."""
+        """Create an immediately active key for every algorithm that has none (flushed; the
+        caller commits)."""
         present = {row.alg for row in self.rows()}
         now = utcnow()
-        created = [self.create(alg, now) for alg in ALGORITHMS if alg not in present]
-        self._session.commit()
-        return created
+        return [self.create(alg, now) for alg in ALGORITHMS if alg not in present]
 
     def rotate(self, algorithms: Sequence[str] = ALGORITHMS) -> list[SigningKey]:
-        """Stage a new key per algorithm and drop keys no longer published; commits."""
+        """Stage a new key per algorithm and drop keys no longer published (flushed; the caller
+        commits)."""
         now = utcnow()
         created = [self.create(alg, now + self._schedule.publish_ahead) for alg in algorithms]
         published = {k.kid for k in self._schedule.published([_info(r) for r in self.rows()], now)}
         for row in self.rows():
             if row.kid not in published:
                 self._session.delete(row)
-        self._session.commit()
+        self._session.flush()
         return created
 
     def load_private(self, row: SigningKey) -> JWTKey:
         """Decrypt a private key; raises ``DecryptionError`` when the ciphertext is not ours."""
-        pem = self._keyring.decrypt(row.private_key_ciphertext, _private_key_context(row.kid))
+        pem = self._keyring.decrypt(row.private_key_ciphertext, PRIVATE_KEY.context_for(row.kid))
         key: JWTKey = _KEY_CLASSES[row.alg].import_key(pem, {"kid": row.kid, "alg": row.alg})
         return key
 
@@ -176,6 +153,15 @@ _KEY_CLASSES: dict[str, type[RSAKey] | type[ECKey] | type[OKPKey]] = {
     "ES256": ECKey,
     "EdDSA": OKPKey,
 }
+
+
+def ensure_signing_keys(
+    database: Database, keyrings: KeyringFactory, schedule: KeySchedule
+) -> list[SigningKey]:
+    """What ``serve`` does before it binds: one active key per algorithm that has none,
+    committed. Returns the keys it created."""
+    with database.transaction() as session:
+        return SigningKeyStore(session, keyrings(session), schedule).ensure()
 
 
 @dataclass(frozen=True)
@@ -206,7 +192,7 @@ class SigningKeys:
     def __init__(
         self,
         database: Database,
-        keyring_for: Callable[[Session], Keyring],
+        keyring_for: KeyringFactory,
         schedule: KeySchedule,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:

@@ -1,15 +1,18 @@
-"""Wiring of the OpenID provider: Authlib's server, our grants, token minting and storage.
+"""The OpenID provider as one object: Authlib's server, token minting and storage.
 
 :class:`Provider` holds the per-app collaborators (signing keys, token issuer and verifier,
-the Authlib server). The Authlib persistence hooks (``query_client``, ``save_token``) live
-here; everything protocol-shaped stays in Authlib.
+the audit trail and the Authlib server); :func:`build_provider` builds it once, at wiring
+(``echo_identity.services``), and ``idp.app.init_app`` registers the grants and endpoints on
+its server. Grants and endpoints reach it through their server (``self.server.provider``),
+request code through ``web.context.service(Provider)``.
+
+The Authlib persistence hooks (``query_client``, ``save_token``) live here; everything
+protocol-shaped stays in Authlib.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -17,29 +20,22 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc9207 import IssuerParameter
-from flask import Flask
 from sqlalchemy.orm import Session
 
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
+from echo_identity.audit.service import AuditTrail
 from echo_identity.config import Settings
 from echo_identity.crypto.digests import lookup_digest, random_token
 from echo_identity.crypto.secret_formats import SecretKind, mint
-from echo_identity.db import Database, current_database, request_session, utcnow
-from echo_identity.idp.clients import (
-    ACTIVE_CLIENT,
-    AuthlibClient,
-    ClientRecord,
-    ClientRegistry,
-    client_digest_key,
-)
+from echo_identity.db import Database, utcnow
+from echo_identity.idp.access_token import AccessToken
+from echo_identity.idp.clients import ACTIVE_CLIENT, AuthlibClient, ClientRecord, client_digest_key
 from echo_identity.idp.keys import KeySchedule, SigningKeys
 from echo_identity.idp.models import IssuedAccessToken, RefreshToken, TokenFamily
 from echo_identity.idp.owner import ResourceOwner
 from echo_identity.idp.tokens import LEEWAY_SECONDS, AccessTokenIssuer, TokenVerifier
-from echo_identity.vault.kek_providers import kek_provider
-from echo_identity.vault.keyring import Keyring
-from echo_identity.web.context import request_context
+from echo_identity.keys.keyring import KeyringFactory
+from echo_identity.web.context import RequestContext, request_context, request_session
 
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
 # Granted scopes that call for the audience of one of Echo's own bearer APIs (docs/oidc.md
@@ -69,15 +65,6 @@ def access_token_audience(settings: Settings, client: AuthlibClient, scope: str)
     return list(dict.fromkeys(audience))
 
 
-def keyring_factory(settings: Settings) -> Any:
-    keks = kek_provider(settings)
-
-    def keyring_for(session: Session) -> Keyring:
-        return Keyring(session, keks)
-
-    return keyring_for
-
-
 def key_schedule(settings: Settings) -> KeySchedule:
     longest = max(settings.access_token_ttl, settings.id_token_ttl)
     return KeySchedule(
@@ -86,16 +73,29 @@ def key_schedule(settings: Settings) -> KeySchedule:
     )
 
 
+class TokenResponse(dict[str, Any]):
+    """A token response: the JSON body the client receives (this dict) and, beside it, the
+    access token it carries with its claims (:attr:`access`), so :meth:`Provider.save_token`
+    records the ``jti`` and expiry it was minted with instead of parsing the JWT again."""
+
+    def __init__(self, access: AccessToken, body: dict[str, Any]) -> None:
+        super().__init__(body)
+        self.access = access
+
+
 class EchoAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    """Authlib's server for one :class:`Provider`: grants and endpoints registered on it reach
+    the provider as ``self.server.provider``."""
+
     def __init__(self, provider: Provider) -> None:
         super().__init__()
-        self._provider = provider
+        self.provider = provider
 
     def query_client(self, client_id: str) -> AuthlibClient | None:
-        return self._provider.client(client_id)
+        return self.provider.client(client_id)
 
-    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
-        self._provider.save_token(token, request)
+    def save_token(self, token: TokenResponse, request: OAuth2Request) -> None:
+        self.provider.save_token(token, request)
 
 
 class EchoIssuerParameter(IssuerParameter):  # type: ignore[misc]
@@ -111,20 +111,25 @@ class EchoIssuerParameter(IssuerParameter):  # type: ignore[misc]
 @dataclass
 class Provider:
     settings: Settings
+    database: Database
     keys: SigningKeys
     access_tokens: AccessTokenIssuer
     verifier: TokenVerifier
-    server: EchoAuthorizationServer | None = None
+    audit: AuditTrail
+    server: EchoAuthorizationServer = field(init=False, repr=False)
 
-    def registry(self, session: Session) -> ClientRegistry:
-        return ClientRegistry(session, self.settings.secret_key_bytes())
+    def __post_init__(self) -> None:
+        self.server = EchoAuthorizationServer(self)
+        self.server.register_token_generator("default", self.generate_token)
+        self.server.register_extension(EchoIssuerParameter(self.settings.issuer))
 
     @cached_property
     def _client_digest_key(self) -> bytes:
         return client_digest_key(self.settings.secret_key_bytes())
 
     def client(self, client_id: str | None) -> AuthlibClient | None:
-        """The enabled client ``client_id`` wrapped for Authlib, or ``None``.
+        """The enabled client ``client_id`` wrapped for Authlib, or ``None`` (no id given, or
+        unknown, or disabled).
 
         Read fresh on every request (a disabled client is refused from its next request), with
         one Core query on a read-only connection: the request's transaction (and, on SQLite,
@@ -132,14 +137,10 @@ class Provider:
         """
         if not client_id:
             return None
-        row = current_database().read_row(ACTIVE_CLIENT, {"client_id": client_id})
+        row = self.database.read_row(ACTIVE_CLIENT, {"client_id": client_id})
         if row is None:
             return None
         return AuthlibClient(ClientRecord.from_mapping(row), self._client_digest_key)
-
-    def authorization_server(self) -> EchoAuthorizationServer:
-        assert self.server is not None, "init_app wires the server"
-        return self.server
 
     def refresh_allowed(self, client: AuthlibClient, scope: str) -> bool:
         """Refresh tokens need the grant type, and ``offline_access`` for public clients."""
@@ -155,7 +156,9 @@ class Provider:
         scope: str | None = None,
         expires_in: int | None = None,
         include_refresh_token: bool = True,
-    ) -> dict[str, Any]:
+    ) -> TokenResponse:
+        """Authlib's token generator: a signed access token for ``client`` (issued to ``user``,
+        else to the client itself) and, when :meth:`refresh_allowed`, a refresh token."""
         scope = scope or ""
         access = self.access_tokens.issue(
             client_id=client.client_id,
@@ -164,19 +167,38 @@ class Provider:
             scope=scope,
             auth_time=user.auth_time if user else None,
         )
-        token: dict[str, Any] = {
+        body: dict[str, Any] = {
             "token_type": "Bearer",
             "access_token": access.token,
             "expires_in": self.access_tokens.ttl,
             "scope": scope,
         }
         if include_refresh_token and user is not None and self.refresh_allowed(client, scope):
-            token["refresh_token"] = mint(SecretKind.REFRESH_TOKEN)
-        return token
+            body["refresh_token"] = mint(SecretKind.REFRESH_TOKEN)
+        return TokenResponse(access, body)
 
-    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
-        """Persist what a token response needs later, and audit it, in one commit."""
-        session = request_session()
+    def save_token(self, token: TokenResponse, request: OAuth2Request) -> None:
+        """Authlib's hook: :meth:`store_token` on the request's session. The token endpoint
+        commits it, once, with whatever else the request changed (the code or refresh token
+        it claimed)."""
+        self.store_token(request_session(), token, request, request_context())
+
+    def store_token(
+        self,
+        session: Session,
+        token: TokenResponse,
+        request: OAuth2Request,
+        context: RequestContext,
+    ) -> None:
+        """Add what later decisions need of ``token`` to ``session`` and record it (flushed,
+        not committed).
+
+        A code exchange starts a token family (absolute lifetime
+        ``ECHO_REFRESH_TOKEN_ABSOLUTE_TTL``) and ties the code to it; a refresh continues the
+        family of the refresh token it rotated. Within a family, the access token's ``jti`` and
+        expiry are kept (so revoking the family revokes it) and a refresh token is kept as its
+        digest only, never in clear. A client-credentials token belongs to no family.
+        """
         client: AuthlibClient = request.client
         owner: ResourceOwner | None = request.user
         grant_type = request.payload.grant_type
@@ -200,12 +222,11 @@ class Provider:
         elif grant_type == "refresh_token":
             family_id = request.refresh_token.family_id
         if family_id is not None:
-            claims = _unverified_claims(token["access_token"])
             session.add(
                 IssuedAccessToken(
-                    jti=claims["jti"],
+                    jti=token.access.jti,
                     family_id=family_id,
-                    expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+                    expires_at=datetime.fromtimestamp(token.access.expires_at, UTC),
                 )
             )
             if "refresh_token" in token:
@@ -222,58 +243,29 @@ class Provider:
                         expires_at=min(idle, family_row.expires_at),
                     )
                 )
-        record(
+        self.audit.record(
             session,
             EventType.TOKEN_REFRESHED if grant_type == "refresh_token" else EventType.TOKEN_ISSUED,
-            context=request_context(),
+            context=context,
             client_id=client.client_id,
             user=owner.user.sub if owner else None,
             token=token["access_token"],
             details={"grant_type": grant_type, "scope": token.get("scope", "")},
         )
-        session.commit()
+        session.flush()
 
 
-def _unverified_claims(jwt_token: str) -> dict[str, Any]:
-    """Claims of a JWT we have just minted ourselves (no need to verify our own signature)."""
-    payload = jwt_token.split(".")[1]
-    claims: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return claims
-
-
-def build_provider(settings: Settings, database: Database) -> Provider:
-    keys = SigningKeys(database, keyring_factory(settings), key_schedule(settings))
+def build_provider(
+    settings: Settings, database: Database, keyrings: KeyringFactory, audit: AuditTrail
+) -> Provider:
+    """The provider for ``settings`` on ``database``: signing keys protected by ``keyrings``,
+    token events recorded through ``audit``. Connects to nothing yet."""
+    keys = SigningKeys(database, keyrings, key_schedule(settings))
     return Provider(
         settings=settings,
+        database=database,
         keys=keys,
         access_tokens=AccessTokenIssuer(keys, settings.issuer, settings.access_token_ttl),
         verifier=TokenVerifier(keys, settings.issuer),
+        audit=audit,
     )
-
-
-def init_app(app: Flask, settings: Settings, database: Database) -> Provider:
-    from echo_identity.idp.endpoints import register_endpoints
-    from echo_identity.idp.grants.authorization_code import (
-        AuthorizationCodeGrant,
-        OpenIDCode,
-        StrictCodeChallenge,
-    )
-    from echo_identity.idp.grants.client_credentials import ClientCredentialsGrant
-    from echo_identity.idp.grants.refresh_token import RefreshTokenGrant
-
-    provider = build_provider(settings, database)
-    server = EchoAuthorizationServer(provider)
-    server.register_token_generator("default", provider.generate_token)
-    server.register_grant(
-        AuthorizationCodeGrant,
-        [StrictCodeChallenge(required=True), OpenIDCode(require_nonce=False)],
-    )
-    server.register_grant(RefreshTokenGrant)
-    server.register_grant(ClientCredentialsGrant)
-    server.register_extension(EchoIssuerParameter(settings.issuer))
-    provider.server = server
-    app.extensions["echo.idp"] = provider
-    register_endpoints(app, server, settings)
-    return provider

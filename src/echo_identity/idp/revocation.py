@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from echo_identity.accounts.credentials import credentials_void
 from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType, Severity
-from echo_identity.audit.service import record
+from echo_identity.audit.service import AuditTrail
 from echo_identity.db import utcnow
 from echo_identity.idp.errors import InvalidTokenError
 from echo_identity.idp.models import (
@@ -96,6 +96,7 @@ class Revocations:
 
 def revoke_after_reuse(
     session: Session,
+    audit: AuditTrail,
     event_type: EventType,
     family_id: str | None,
     client_id: str,
@@ -103,10 +104,10 @@ def revoke_after_reuse(
     context: RequestContext,
 ) -> None:
     """A one-time credential came back: revoke its token family and record a high-severity
-    event, committed at once (the request itself fails afterwards)."""
+    event (flushed; the request, which fails afterwards, commits them with its refusal)."""
     if family_id:
         Revocations(session).revoke_family(family_id, str(event_type))
-    record(
+    audit.record(
         session,
         event_type,
         context=context,
@@ -116,4 +117,4 @@ def revoke_after_reuse(
         token=presented,
         details={"family_id": family_id},
     )
-    session.commit()
+    session.flush()

@@ -13,14 +13,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
+from echo_identity.crypto.jwk import ALGORITHMS, eddsa_allowed
+from echo_identity.idp.access_token import AccessToken
 from echo_identity.idp.errors import InvalidTokenError
-from echo_identity.idp.keys import ALGORITHMS, SigningKeys, eddsa_allowed
+from echo_identity.idp.keys import SigningKeys
 
 ACCESS_TOKEN_TYPES = {"at+jwt", "application/at+jwt"}
 ACCESS_TOKEN_ALG = "ES256"  # noqa: S105 - an algorithm name
@@ -34,20 +35,6 @@ def _sign(keys: SigningKeys, alg: str, header: dict[str, Any], claims: dict[str,
             {**header, "alg": alg, "kid": key.kid}, claims, key.key, algorithms=[alg]
         )
     return token
-
-
-@dataclass(frozen=True)
-class AccessToken:
-    token: str
-    claims: dict[str, Any]
-
-    @property
-    def jti(self) -> str:
-        return str(self.claims["jti"])
-
-    @property
-    def expires_at(self) -> int:
-        return int(self.claims["exp"])
 
 
 class AccessTokenIssuer:
@@ -81,6 +68,14 @@ class AccessTokenIssuer:
         if auth_time is not None:
             claims["auth_time"] = auth_time
         return AccessToken(_sign(self._keys, ACCESS_TOKEN_ALG, {"typ": "at+jwt"}, claims), claims)
+
+
+def audiences_of(claims: dict[str, Any]) -> set[str]:
+    """The audiences a token's ``aud`` claim names (a string or a list; anything else: none)."""
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        return {aud}
+    return {value for value in aud if isinstance(value, str)} if isinstance(aud, list) else set()
 
 
 def sign_id_token(keys: SigningKeys, alg: str, claims: dict[str, Any]) -> str:
@@ -166,10 +161,5 @@ class TokenVerifier:
             raise InvalidTokenError("The token was issued in the future.")
         if nbf is not None and (not isinstance(nbf, int | float) or nbf > now + self._leeway):
             raise InvalidTokenError("The token is not valid yet.")
-        if audiences is not None:
-            aud = claims.get("aud")
-            held = {aud} if isinstance(aud, str) else set(aud if isinstance(aud, list) else [])
-            if not held & set(audiences):
-                raise InvalidTokenError(
-                    "The token is meant for another audience.", "invalid_audience"
-                )
+        if audiences is not None and not audiences_of(claims) & set(audiences):
+            raise InvalidTokenError("The token is meant for another audience.", "invalid_audience")

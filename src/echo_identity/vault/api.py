@@ -1,20 +1,15 @@
 """The service API under /api/v1: backend services fetch fresh third-party tokens.
 
-Who may touch whose connection (docs/vault.md "Who may fetch whose token"):
+The caller presents an Echo Identity access token for the API audience (``ECHO_API_AUDIENCE``)
+with ``vault:read`` (``vault:revoke`` to disconnect), checked by the one bearer decision
+(:func:`~echo_identity.idp.bearer.authorize_bearer`); whose connections it may then touch is
+decided by :class:`~echo_identity.vault.access.VaultAccess` (docs/vault.md "Who may fetch whose
+token"): every refusal there is the same 403 ``access_denied``, whether the user exists or not,
+so the API cannot be used to enumerate users.
 
-- the caller presents an Echo Identity access token for the API audience
-  (``ECHO_API_AUDIENCE``) with ``vault:read`` (``vault:revoke`` to disconnect), checked by the
-  one bearer decision (:func:`~echo_identity.idp.bearer.authorize_bearer`);
-- its client is registered for the provider (``clients create --vault-provider NAME``);
-- a token issued to a user (code or refresh grant) reaches only that user's connections;
-- a client's own (client-credentials) token reaches a user's connection only while that user's
-  active consent for the provider names the client (:mod:`echo_identity.vault.consents`).
-
-Every refusal of the last three kinds is the same 403 ``access_denied``, whether the user
-exists or not, so the API cannot be used to enumerate users. Every call is audited: allowed
-ones as ``vault.token.read`` / ``vault.connections.listed`` / ``vault.connection.revoked``,
-refusals as ``vault.token.denied`` (aggregated per window, see
-:func:`~echo_identity.idp.bearer.refuse`).
+Every call is audited: allowed ones as ``vault.token.read`` / ``vault.connections.listed`` /
+``vault.connection.revoked`` (committed once, before the response), refusals as
+``vault.token.denied`` (aggregated per window, see :func:`~echo_identity.idp.bearer.refuse`).
 """
 
 from __future__ import annotations
@@ -22,60 +17,29 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import select
 
-from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
+from echo_identity.audit.service import record_for_request
+from echo_identity.config import Settings
 from echo_identity.crypto.aead import DecryptionError
-from echo_identity.db import request_session
 from echo_identity.errors import EchoError
-from echo_identity.idp.bearer import VAULT_API, BearerGrant, authorize_bearer, refuse
+from echo_identity.idp.bearer import VAULT_API, authorize_bearer, refuse
+from echo_identity.idp.bearer_grant import BearerGrant
 from echo_identity.idp.errors import BearerError
-from echo_identity.idp.models import OAuthClient
-from echo_identity.idp.provider_state import current_provider
-from echo_identity.vault.errors import (
-    InvalidTokenRequestError,
-    StoredTokenUnreadableError,
-    VaultAccessDeniedError,
-)
-from echo_identity.vault.openapi import openapi_document
-from echo_identity.vault.runtime import current_vault
-from echo_identity.web.context import request_context
+from echo_identity.vault.errors import InvalidTokenRequestError, StoredTokenUnreadableError
+from echo_identity.vault.runtime import VaultRuntime
+from echo_identity.vault.service import VaultService
+from echo_identity.web.context import request_context, request_session, service
 from echo_identity.web.csrf import csrf_exempt
 from echo_identity.web.json_input import parse_json
+from echo_identity.web.openapi import openapi_document
 
 bp = Blueprint("vault_api", __name__, url_prefix="/api/v1")
 MAX_MIN_TTL = 3600
 
 
-def _reach(grant: BearerGrant, sub: str) -> tuple[User, set[str]]:
-    """The user ``sub`` and the providers whose connections of that user ``grant`` may touch.
-
-    Raises :class:`VaultAccessDeniedError` for a token of another user, and for a client's own
-    token that no consent of ``sub`` covers (unknown and disabled users included).
-    """
-    registered = request_session().scalar(
-        select(OAuthClient.vault_providers).where(OAuthClient.client_id == grant.client_id)
-    )
-    providers = set(registered or [])
-    if grant.user is not None:  # issued to a user: that user's connections only
-        if sub != grant.user_sub:
-            raise VaultAccessDeniedError()
-        return grant.user, providers
-    covered = current_vault().consents.covered_providers(sub, grant.client_id)
-    if covered is None or not covered[1] & providers:
-        raise VaultAccessDeniedError()
-    return covered[0], covered[1] & providers
-
-
-def _target(grant: BearerGrant, sub: str, provider_name: str) -> User:
-    """The user whose ``provider_name`` connection the call touches; raises
-    :class:`VaultAccessDeniedError`."""
-    user, providers = _reach(grant, sub)
-    if provider_name not in providers:
-        raise VaultAccessDeniedError()
-    return user
+def _vault() -> VaultService:
+    return service(VaultRuntime).service(request_session())
 
 
 def _token_request() -> tuple[int, bool]:
@@ -105,9 +69,7 @@ def _denied(
     """Record a refused call and render it. The path's user is named in the trail only once
     the token was accepted, and only if they exist: refusals never map random strings."""
     accepted = grant or (exc.grant if isinstance(exc, BearerError) else None)
-    user = None
-    if accepted is not None:
-        user = request_session().scalar(select(User.sub).where(User.sub == sub))
+    user = _vault().access.existing_sub(sub) if accepted is not None else None
     return refuse(
         VAULT_API,
         exc,
@@ -119,7 +81,7 @@ def _denied(
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(openapi_document(current_provider().settings.issuer))
+    return jsonify(openapi_document(service(Settings).issuer))
 
 
 @bp.get("/users/<sub>/connections")
@@ -128,7 +90,8 @@ def list_connections(sub: str) -> Response:
     grant: BearerGrant | None = None
     try:
         grant = authorize_bearer(VAULT_API, "vault:read")
-        user, providers = _reach(grant, sub)
+        vault = _vault()
+        user, providers = vault.access.reach(grant, sub)
     except EchoError as exc:
         return _denied(EventType.VAULT_CONNECTIONS_LISTED, exc, sub, None, grant)
     items: list[dict[str, Any]] = [
@@ -139,19 +102,12 @@ def list_connections(sub: str) -> Response:
             "expires_at": connection.expires_at.isoformat() if connection.expires_at else None,
             "connected_at": connection.created_at.isoformat(),
         }
-        for connection, provider in current_vault().connections(user.id)
+        for connection, provider in vault.connections(user.id)
         if provider.name in providers
     ]
-    session = request_session()
-    record(
-        session,
-        EventType.VAULT_CONNECTIONS_LISTED,
-        context=request_context(),
-        client_id=grant.client_id,
-        user=sub,
-        token=grant.token,
+    record_for_request(
+        EventType.VAULT_CONNECTIONS_LISTED, client_id=grant.client_id, user=sub, token=grant.token
     )
-    session.commit()
     return jsonify(connections=items)
 
 
@@ -161,9 +117,9 @@ def fetch_token(sub: str, provider_name: str) -> Response:
     grant: BearerGrant | None = None
     try:
         grant = authorize_bearer(VAULT_API, "vault:read")
-        user = _target(grant, sub, provider_name)
+        vault = _vault()
+        user = vault.access.target(grant, sub, provider_name)
         min_ttl, force = _token_request()
-        vault = current_vault()
         provider = vault.providers.require(provider_name)
         try:
             token = vault.fresh_token(
@@ -178,17 +134,13 @@ def fetch_token(sub: str, provider_name: str) -> Response:
             raise StoredTokenUnreadableError() from None
     except EchoError as exc:
         return _denied(EventType.VAULT_TOKEN_READ, exc, sub, provider_name, grant)
-    session = request_session()
-    record(
-        session,
+    record_for_request(
         EventType.VAULT_TOKEN_READ,
-        context=request_context(),
         client_id=grant.client_id,
         user=sub,
         token=token.access_token,
         details={"provider": provider_name, "refreshed": token.refreshed},
     )
-    session.commit()
     return jsonify(
         access_token=token.access_token,
         token_type=token.token_type,
@@ -203,8 +155,8 @@ def delete_connection(sub: str, provider_name: str) -> Response | tuple[str, int
     grant: BearerGrant | None = None
     try:
         grant = authorize_bearer(VAULT_API, "vault:revoke")
-        user = _target(grant, sub, provider_name)
-        vault = current_vault()
+        vault = _vault()
+        user = vault.access.target(grant, sub, provider_name)
         vault.disconnect(
             user,
             vault.providers.require(provider_name),
@@ -213,4 +165,5 @@ def delete_connection(sub: str, provider_name: str) -> Response | tuple[str, int
         )
     except EchoError as exc:
         return _denied(EventType.VAULT_CONNECTION_REVOKED, exc, sub, provider_name, grant)
+    request_session().commit()  # the service recorded vault.connection.revoked
     return "", 204

@@ -11,20 +11,15 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from echo_identity.keys.keyring import Keyring
 from echo_identity.vault.errors import InvalidProviderError, UnknownProviderError
-from echo_identity.vault.keyring import Keyring
-from echo_identity.vault.models import Provider
+from echo_identity.vault.models import CLIENT_SECRET, Provider
 from echo_identity.vault.upstream import TIMEOUT, ClientCredentials
 
-SYSTEM_OWNER = "system"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 Fetch = Callable[[str], dict[str, Any]]
-
-
-def secret_context(provider_id: int) -> str:
-    return f"provider:{provider_id}:client_secret"
 
 
 def check_endpoint(url: str, what: str) -> str:
@@ -108,7 +103,9 @@ class ProviderRegistry:
         self._session.add(provider)
         self._session.flush()  # the id binds the ciphertext to this row
         provider.client_secret_ciphertext = self._keyring.encrypt(
-            SYSTEM_OWNER, client_secret.encode(), secret_context(provider.id)
+            CLIENT_SECRET.owner_for(),
+            client_secret.encode(),
+            CLIENT_SECRET.context_for(provider.id),
         )
         return provider
 
@@ -128,6 +125,6 @@ class ProviderRegistry:
     def credentials(self, provider: Provider) -> ClientCredentials:
         """The client id and decrypted secret, for a call to the provider."""
         secret = self._keyring.decrypt(
-            provider.client_secret_ciphertext, secret_context(provider.id)
+            provider.client_secret_ciphertext, CLIENT_SECRET.context_for(provider.id)
         )
         return ClientCredentials(provider.client_id, secret.decode())

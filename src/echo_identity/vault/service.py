@@ -6,6 +6,10 @@ after the lock is taken, so concurrent callers for one connection cause exactly 
 the provider and all receive the new token. A rotated refresh token is committed in the same
 transaction as the new access token, before either is handed out; a response without a new
 refresh token keeps the old one.
+
+Commits: every method flushes only, and the caller commits its unit of work (the request once,
+a worker job once per connection), except the locked refresh (:meth:`VaultService._locked`),
+which is a transaction of its own: see there why.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
@@ -24,30 +28,29 @@ from sqlalchemy.orm import Session
 
 from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType, Severity
-from echo_identity.audit.service import record
+from echo_identity.audit.service import AuditTrail
 from echo_identity.db import utcnow
+from echo_identity.keys.keyring import Keyring
+from echo_identity.vault.access import VaultAccess
 from echo_identity.vault.consents import VaultConsents
 from echo_identity.vault.errors import (
     ConnectionNotFoundError,
     NeedsReauthError,
     UpstreamError,
     UpstreamInvalidGrantError,
+    VaultError,
 )
-from echo_identity.vault.keyring import Keyring
-from echo_identity.vault.models import Connection, Provider
+from echo_identity.vault.models import ACCESS_TOKEN, REFRESH_TOKEN, Connection, Provider
 from echo_identity.vault.providers import ProviderRegistry
+from echo_identity.vault.token_store import (
+    FreshToken,
+    expiring,
+    read_access_token,
+    read_refresh_token,
+    store_tokens,
+)
 from echo_identity.vault.upstream import Upstream, UpstreamToken
 from echo_identity.web.context import NO_REQUEST, RequestContext
-
-REFRESH_WITHOUT_EXPIRY = timedelta(hours=24)
-
-
-def owner_of(user_id: int) -> str:
-    return f"user:{user_id}"
-
-
-def token_context(connection_id: int, field: str) -> str:
-    return f"connection:{connection_id}:{field}"
 
 
 def pkce_verifier(state: str, key: bytes) -> str:
@@ -56,23 +59,16 @@ def pkce_verifier(state: str, key: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-@dataclass(frozen=True)
-class FreshToken:
-    access_token: str
-    token_type: str
-    expires_at: datetime | None
-    scope: str
-    refreshed: bool
-
-
 class VaultService:
-    """Vault operations in one database session; each public method commits its own work."""
+    """Vault operations in one database session; methods flush, the caller commits (except
+    the locked refresh, see :meth:`_locked`)."""
 
     def __init__(
         self,
         session: Session,
         keyring: Keyring,
         upstream: Upstream,
+        audit: AuditTrail,
         *,
         refresh_window: timedelta,
         pkce_key: bytes,
@@ -81,11 +77,13 @@ class VaultService:
         self._session = session
         self._keyring = keyring
         self._upstream = upstream
+        self._audit = audit
         self._window = refresh_window
         self._pkce_key = pkce_key
         self._clock = clock
         self.providers = ProviderRegistry(session, keyring)
         self.consents = VaultConsents(session, clock)
+        self.access = VaultAccess(session, self.consents)
 
     # --- connect flow -----------------------------------------------------------------------
 
@@ -116,10 +114,10 @@ class VaultService:
         client_ids: Sequence[str] = (),
     ) -> Connection:
         """Exchange the code and store the tokens (replacing an earlier connection), and record
-        a fresh consent naming the services ``client_ids`` (those the consent page showed);
-        commits.
+        a fresh consent naming the services ``client_ids`` (those the consent page showed) and
+        ``vault.connection.created``; flushes, the caller commits.
 
-        Raises :class:`UpstreamError` when the provider refuses or fails.
+        Raises :class:`UpstreamError` when the provider refuses or fails (nothing is written).
         """
         token = self._upstream.exchange_code(
             provider.token_url,
@@ -137,7 +135,7 @@ class VaultService:
         self._store(connection, token)
         scope = connection.scope or provider.scope
         consent = self.consents.grant(user, provider.name, scope, client_ids)
-        record(
+        self._audit.record(
             self._session,
             EventType.VAULT_CONNECTION_CREATED,
             context=context,
@@ -145,7 +143,7 @@ class VaultService:
             token=token.access_token,
             details={"provider": provider.name, "scope": scope, "services": consent.client_ids},
         )
-        self._session.commit()
+        self._session.flush()
         return connection
 
     # --- reading ----------------------------------------------------------------------------
@@ -161,6 +159,8 @@ class VaultService:
         return [(row[0], row[1]) for row in rows]
 
     def require_connection(self, user_id: int, provider: Provider) -> Connection:
+        """The user's connection to ``provider`` holding a token; raises
+        :class:`ConnectionNotFoundError`."""
         connection = self._find(user_id, provider.id)
         if connection is None or connection.access_token_ciphertext is None:
             raise ConnectionNotFoundError()
@@ -178,34 +178,40 @@ class VaultService:
     ) -> FreshToken:
         """An access token valid for at least ``min_ttl`` seconds, refreshing first if needed.
 
+        A token that is still good is read without writing anything (the caller commits its
+        own audit event); a refresh is committed before this returns (see :meth:`_locked`).
+
         Raises :class:`ConnectionNotFoundError`, :class:`NeedsReauthError` (the provider refused
-        the refresh, or the token expired and cannot be refreshed) or :class:`UpstreamError`
-        (the provider failed and the stored token has expired).
+        the refresh, or the token expired and cannot be refreshed), :class:`UpstreamError`
+        (the provider failed and the stored token has expired), or
+        :class:`~echo_identity.crypto.aead.DecryptionError` (a stored token does not decrypt).
         """
         started = self._clock()
         connection = self.require_connection(user.id, provider)
         if connection.status == "needs_reauth":
             raise NeedsReauthError()
-        if not force and not self._expiring(connection, min_ttl):
+        if not force and not expiring(connection, min_ttl, self._clock()):
             return self._read(connection, refreshed=False)
-        self._session.commit()  # end the read transaction: the lock must be taken at BEGIN
-        connection = self._lock(user.id, provider.id)
-        already = (
-            connection.last_refreshed_at is not None and connection.last_refreshed_at >= started
-        )
-        if connection.status == "needs_reauth":
-            self._session.commit()
-            raise NeedsReauthError()
-        if (force and already) or (not force and not self._expiring(connection, min_ttl)):
-            token = self._read(connection, refreshed=already)  # someone refreshed meanwhile
-            self._session.commit()
-            return token
-        return self._refresh_locked(user, provider, connection, context, client_id)
+        with self._locked(user.id, provider.id) as connection:
+            now = self._clock()
+            already = (
+                connection.last_refreshed_at is not None and connection.last_refreshed_at >= started
+            )
+            if connection.status == "needs_reauth":
+                raise NeedsReauthError()
+            if (force and already) or (not force and not expiring(connection, min_ttl, now)):
+                return self._read(connection, refreshed=already)  # someone refreshed meanwhile
+            return self._refresh_locked(user, provider, connection, context, client_id)
 
     def refresh_connection(self, connection_id: int, context: RequestContext = NO_REQUEST) -> bool:
-        """Refresh one connection under its lock if it is still due (the worker's path).
+        """Refresh one connection under its lock if it is still due (the worker's path); the
+        refresh, or the failure it recorded, is committed before this returns.
 
-        Returns True when a refresh happened. Provider failures are recorded, not raised.
+        Returns True when a refresh happened, False when the connection is gone, no longer due
+        or the provider refused or failed (recorded, not raised). Raises
+        :class:`ConnectionNotFoundError` when the connection was deleted meanwhile, and
+        :class:`~echo_identity.crypto.aead.DecryptionError` for a stored token that does not
+        decrypt (rolled back).
         """
         row = self._session.execute(
             select(Connection, Provider, User)
@@ -213,17 +219,22 @@ class VaultService:
             .join(User, User.id == Connection.user_id)
             .where(Connection.id == connection_id)
         ).first()
-        self._session.commit()
         if row is None:
             return False
-        connection, provider, user = row[0], row[1], row[2]
-        connection = self._lock(user.id, provider.id)
-        due = connection.refresh_due_at is not None and connection.refresh_due_at <= self._clock()
-        if not due or connection.status != "active" or connection.refresh_token_ciphertext is None:
-            self._session.commit()
-            return False
+        provider, user = row[1], row[2]
         try:
-            self._refresh_locked(user, provider, connection, context, "worker")
+            with self._locked(user.id, provider.id) as connection:
+                due = (
+                    connection.refresh_due_at is not None
+                    and connection.refresh_due_at <= self._clock()
+                )
+                if (
+                    not due
+                    or connection.status != "active"
+                    or connection.refresh_token_ciphertext is None
+                ):
+                    return False
+                self._refresh_locked(user, provider, connection, context, "worker")
         except (UpstreamError, NeedsReauthError):
             return False
         return True
@@ -237,29 +248,28 @@ class VaultService:
         context: RequestContext = NO_REQUEST,
         client_id: str | None = None,
     ) -> None:
-        """Revoke at the provider (RFC 7009, when it has a revocation endpoint), then delete.
+        """Revoke at the provider (RFC 7009, when it has a revocation endpoint), then delete
+        the connection, withdraw the consent and record ``vault.connection.revoked``; flushes,
+        the caller commits.
 
-        If the provider refuses or fails, nothing is deleted and :class:`UpstreamError` is
-        raised, so the disconnect can be retried.
+        Raises :class:`ConnectionNotFoundError`; if the provider refuses or fails, nothing is
+        written and :class:`UpstreamError` is raised, so the disconnect can be retried.
         """
         connection = self._find(user.id, provider.id)
         if connection is None:
             raise ConnectionNotFoundError()
         if provider.revocation_url:
             credentials = self.providers.credentials(provider)
-            for field, hint in (
-                ("refresh_token", "refresh_token"),
-                ("access_token", "access_token"),
-            ):
-                ciphertext = getattr(connection, f"{field}_ciphertext")
+            for column, hint in ((REFRESH_TOKEN, "refresh_token"), (ACCESS_TOKEN, "access_token")):
+                ciphertext = getattr(connection, column.column.key)
                 if ciphertext is not None:
-                    secret = self._keyring.decrypt(ciphertext, token_context(connection.id, field))
+                    secret = self._keyring.decrypt(ciphertext, column.context_for(connection.id))
                     self._upstream.revoke(
                         provider.revocation_url, credentials, secret.decode(), hint
                     )
         self.consents.withdraw(user.id, provider.name)
         self._session.delete(connection)
-        record(
+        self._audit.record(
             self._session,
             EventType.VAULT_CONNECTION_REVOKED,
             context=context,
@@ -267,7 +277,7 @@ class VaultService:
             client_id=client_id,
             details={"provider": provider.name},
         )
-        self._session.commit()
+        self._session.flush()
 
     # --- internals --------------------------------------------------------------------------
 
@@ -278,8 +288,22 @@ class VaultService:
             )
         )
 
-    def _lock(self, user_id: int, provider_id: int) -> Connection:
-        """Begin a transaction holding the connection's write lock, and re-read the row."""
+    @contextmanager
+    def _locked(self, user_id: int, provider_id: int) -> Iterator[Connection]:
+        """The connection re-read under its write lock, in a transaction of its own.
+
+        Why this commits, unlike the rest of the service: the lock is taken when a transaction
+        begins, so the caller's read transaction is ended first; and a refresh at the provider
+        usually *rotates* the refresh token (the old one dies), so the new one must be durable
+        before anything else can fail — a token handed out, an audit event, the response.
+        Otherwise the connection would keep a dead refresh token and need re-consent. So the
+        transaction is committed when the block ends, also when it raises a
+        :class:`VaultError` (the needs-reauth status and the failure the block recorded are
+        kept); any other exception rolls it back.
+
+        Raises :class:`ConnectionNotFoundError` when the connection is gone.
+        """
+        self._session.commit()  # end the read transaction: the lock is taken at BEGIN
         self._session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
         connection = self._session.scalar(
             select(Connection)
@@ -290,49 +314,23 @@ class VaultService:
         if connection is None:
             self._session.rollback()
             raise ConnectionNotFoundError()
-        return connection
-
-    def _expiring(self, connection: Connection, min_ttl: int) -> bool:
-        now = self._clock()
-        if connection.expires_at is None:
-            return connection.refresh_due_at is not None and connection.refresh_due_at <= now
-        return connection.expires_at - now < timedelta(seconds=min_ttl)
+        try:
+            yield connection
+        except VaultError:
+            self._session.commit()
+            raise
+        except BaseException:
+            self._session.rollback()
+            raise
+        self._session.commit()
 
     def _read(self, connection: Connection, *, refreshed: bool) -> FreshToken:
-        assert connection.access_token_ciphertext is not None
-        access = self._keyring.decrypt(
-            connection.access_token_ciphertext, token_context(connection.id, "access_token")
-        )
-        return FreshToken(
-            access.decode(),
-            connection.token_type,
-            connection.expires_at,
-            connection.scope,
-            refreshed,
-        )
+        return read_access_token(self._keyring, connection, refreshed=refreshed)
 
     def _store(self, connection: Connection, token: UpstreamToken) -> None:
-        now = self._clock()
-        owner = owner_of(connection.user_id)
-        connection.access_token_ciphertext = self._keyring.encrypt(
-            owner, token.access_token.encode(), token_context(connection.id, "access_token")
+        store_tokens(
+            self._keyring, connection, token, now=self._clock(), refresh_window=self._window
         )
-        if token.refresh_token is not None:  # rotated by the provider; otherwise keep ours
-            connection.refresh_token_ciphertext = self._keyring.encrypt(
-                owner, token.refresh_token.encode(), token_context(connection.id, "refresh_token")
-            )
-        connection.token_type = token.token_type
-        if token.scope is not None:
-            connection.scope = " ".join(token.scope.replace(",", " ").split())
-        if token.expires_in is not None:
-            connection.expires_at = now + timedelta(seconds=token.expires_in)
-            connection.refresh_due_at = connection.expires_at - self._window
-        else:
-            connection.expires_at = None
-            connection.refresh_due_at = now + REFRESH_WITHOUT_EXPIRY
-        connection.last_refreshed_at = now
-        connection.status = "active"
-        connection.refresh_failures = 0
 
     def _refresh_locked(
         self,
@@ -342,20 +340,22 @@ class VaultService:
         context: RequestContext,
         client_id: str | None,
     ) -> FreshToken:
-        """Refresh while holding the row lock; commits (releasing it) on every path."""
+        """Refresh inside :meth:`_locked` (which commits what this writes).
+
+        Raises :class:`NeedsReauthError` (the provider refused the grant: the connection is
+        marked, the failure recorded; or the token expired and there is no refresh token) and
+        :class:`UpstreamError` (the provider failed and the stored token has expired).
+        """
         details = {"provider": provider.name}
-        if connection.refresh_token_ciphertext is None:
-            self._session.commit()
+        refresh_token = read_refresh_token(self._keyring, connection)
+        if refresh_token is None:
             if connection.expires_at is not None and connection.expires_at > self._clock():
                 return self._read(connection, refreshed=False)
             raise NeedsReauthError("The token expired and the provider gave no refresh token.")
-        refresh_token = self._keyring.decrypt(
-            connection.refresh_token_ciphertext, token_context(connection.id, "refresh_token")
-        ).decode()
 
         def record_failure(severity: Severity, error: str, token: str | None = None) -> None:
             connection.refresh_failures += 1
-            record(
+            self._audit.record(
                 self._session,
                 EventType.VAULT_REFRESH_FAILED,
                 context=context,
@@ -366,7 +366,6 @@ class VaultService:
                 token=token,
                 details={**details, "error": error},
             )
-            self._session.commit()
 
         try:
             token = self._upstream.refresh(
@@ -382,7 +381,7 @@ class VaultService:
                 return self._read(connection, refreshed=False)  # keep the old, still valid one
             raise
         self._store(connection, token)
-        record(
+        self._audit.record(
             self._session,
             EventType.VAULT_TOKEN_REFRESHED,
             context=context,
@@ -391,7 +390,6 @@ class VaultService:
             token=token.access_token,
             details=details,
         )
-        self._session.commit()  # the rotated refresh token is durable before anyone sees it
         return FreshToken(
             token.access_token,
             connection.token_type,

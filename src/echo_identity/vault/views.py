@@ -7,23 +7,28 @@ import time
 from flask import Blueprint, redirect, render_template, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from echo_identity.accounts.current import current_user, login_required
+from echo_identity.accounts.current import login_required, signed_in_user
 from echo_identity.accounts.session_cookie import current_session
 from echo_identity.crypto.digests import random_token
 from echo_identity.vault.consents import CONSENT_TEXT_VERSION
 from echo_identity.vault.errors import ConnectStateError, UpstreamError
-from echo_identity.vault.runtime import current_runtime, current_vault
-from echo_identity.web.context import request_context
+from echo_identity.vault.runtime import VaultRuntime
+from echo_identity.vault.service import VaultService
+from echo_identity.web.context import request_context, request_session, service
 from echo_identity.web.errors import error_response
 
 bp = Blueprint("vault", __name__)
 STATE_TTL_SECONDS = 600
 
 
+def _vault() -> VaultService:
+    return service(VaultRuntime).service(request_session())
+
+
 @bp.route("/connections/<name>/connect", methods=["GET", "POST"])
 @login_required
 def connect(name: str) -> str | WerkzeugResponse:
-    vault = current_vault()
+    vault = _vault()
     provider = vault.providers.require(name)
     services = vault.consents.services(provider.name)
     if request.method == "GET":
@@ -45,7 +50,7 @@ def connect(name: str) -> str | WerkzeugResponse:
         "started": int(time.time()),
         "services": [s.client_id for s in services if s.client_id in shown],
     }
-    return redirect(vault.authorization_url(provider, state, current_runtime().callback_url))
+    return redirect(vault.authorization_url(provider, state, service(VaultRuntime).callback_url))
 
 
 @bp.get("/connections/callback")
@@ -66,31 +71,30 @@ def callback() -> WerkzeugResponse:
             400,
             f"The provider did not connect: {request.args.get('error', '')[:100]}.",
         )
-    vault = current_vault()
+    vault = _vault()
     provider = vault.providers.require(pending["provider"])
-    user = current_user()
-    assert user is not None  # guaranteed by login_required
+    user = signed_in_user()
     try:
         vault.complete_connect(
             user,
             provider,
             request.args.get("code", ""),
             state,
-            current_runtime().callback_url,
+            service(VaultRuntime).callback_url,
             context=request_context(),
             client_ids=[str(client_id) for client_id in pending.get("services") or []],
         )
     except UpstreamError as exc:
         return error_response(exc.code, exc.status, exc.description)
+    request_session().commit()  # the service recorded vault.connection.created
     return redirect("/account/connections")
 
 
 @bp.get("/account/connections")
 @login_required
 def connections() -> str:
-    user = current_user()
-    assert user is not None  # guaranteed by login_required
-    vault = current_vault()
+    user = signed_in_user()
+    vault = _vault()
     return render_template(
         "vault/connections.html",
         connections=vault.connections(user.id),
@@ -101,8 +105,8 @@ def connections() -> str:
 @bp.post("/account/connections/<name>/disconnect")
 @login_required
 def disconnect(name: str) -> WerkzeugResponse:
-    user = current_user()
-    assert user is not None  # guaranteed by login_required
-    vault = current_vault()
+    user = signed_in_user()
+    vault = _vault()
     vault.disconnect(user, vault.providers.require(name), context=request_context())
+    request_session().commit()  # the service recorded vault.connection.revoked
     return redirect("/account/connections")

@@ -51,6 +51,30 @@ class StoreUnavailableError(EchoError):
     description = "The service is temporarily unavailable. Try again in a moment."
 
 
+class MalformedRequestError(EchoError):
+    """RFC 6749 §5.2, RFC 6750 §3.1 ``invalid_request``: the request is malformed (the input
+    screen, ``web.hygiene``, names the part at fault in the description)."""
+
+    code = "invalid_request"
+    status = 400
+    description = "The request is malformed."
+
+
+class MalformedClientCredentialsError(EchoError):
+    """RFC 6749 §5.2 ``invalid_client``: HTTP Basic client credentials that do not decode to
+    text; answered 401 with a ``Basic`` challenge, as every client-authenticating endpoint
+    answers malformed credentials."""
+
+    code = "invalid_client"
+    status = 401
+    description = "The Basic credentials are malformed."
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "WWW-Authenticate": f'Basic error="{self.code}", error_description="{self.description}"'
+        }
+
+
 def json_blueprint(app: Flask, blueprint: Blueprint) -> None:
     """Render errors raised under ``blueprint`` as JSON (for protocol endpoints)."""
     app.extensions.setdefault("echo.json_blueprints", set()).add(blueprint.name)
@@ -85,8 +109,12 @@ def error_response(code: str, status: int, description: str) -> Response:
     return response
 
 
-def _echo_error(exc: EchoError) -> Response:
-    return error_response(exc.code, exc.status, exc.description)
+def echo_error_response(exc: EchoError) -> Response:
+    """The error's code, status and description, with the headers it builds itself
+    (:meth:`EchoError.headers`: a bearer refusal's ``WWW-Authenticate``)."""
+    response = error_response(exc.code, exc.status, exc.description)
+    response.headers.update(exc.headers())
+    return response
 
 
 def _csrf_error(_exc: CSRFError) -> Response:
@@ -101,7 +129,7 @@ def _store_outage(exc: Exception) -> Response:
     # A warning without the trace: one per request while the store is down, and the trace says
     # nothing the store's own monitoring does not.
     log.warning("store_unavailable", error_type=type(exc).__name__)
-    return _echo_error(StoreUnavailableError())
+    return echo_error_response(StoreUnavailableError())
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -137,7 +165,7 @@ def _protocol_error(exc: OAuth2Error) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.register_error_handler(EchoError, _echo_error)
+    app.register_error_handler(EchoError, echo_error_response)
     app.register_error_handler(OAuth2Error, _protocol_error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)

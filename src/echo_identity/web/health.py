@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable
 
 import redis
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, jsonify
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from echo_identity.config import Settings
 from echo_identity.db import Database
+from echo_identity.web.context import service
 
 PROBE_TIMEOUT = 1.0
 bp = Blueprint("health", __name__)
@@ -97,14 +98,15 @@ def redis_probe(url: str, timeout: float = PROBE_TIMEOUT) -> StoreProbe:
 
 
 def readiness_for(settings: Settings, database: Database) -> Readiness:
+    """The probes of ``database`` and, when ``ECHO_REDIS_URL`` is set, of Redis."""
     probes = {"database": StoreProbe(database.ping)}
     if settings.redis_url:
         probes["redis"] = redis_probe(settings.redis_url)
     return Readiness(probes)
 
 
-def init_app(app: Flask, settings: Settings, database: Database) -> None:
-    app.extensions["echo.readiness"] = readiness_for(settings, database)
+def init_app(app: Flask) -> None:
+    """Register ``/healthz`` and ``/readyz`` (the probes are the app's :class:`Readiness`)."""
     app.register_blueprint(bp)
 
 
@@ -117,8 +119,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Ready to serve: every store answers. 503 otherwise, so load balancers drain us."""
-    readiness: Readiness = current_app.extensions["echo.readiness"]
-    checks = readiness.checks()
+    checks = service(Readiness).checks()
     if all(state == "ok" for state in checks.values()):
         return jsonify(status="ready", checks=checks), 200
     return jsonify(status="unavailable", checks=checks), 503

@@ -22,9 +22,10 @@ left to those endpoints, which refuse it the same way.
 JSON bodies are not read here: the views that take JSON parse it with
 :func:`echo_identity.web.json_input.parse_json` (depth, NUL, lone surrogates).
 
-A refused ``POST /login`` or ``POST /token`` is still a failed sign-in or token request: it is
-audited (aggregated per window, :func:`echo_identity.audit.refusals.record_refusal`) and a
-refused token request counts against ``ECHO_TOKEN_FAILURE_RATE_LIMIT``.
+A refused ``POST /login`` or ``POST /token`` is still a failed sign-in or token request: the
+domain that owns the path registers a hook (:func:`on_refusal`) that audits it (aggregated per
+window, ``audit.screen_refusals``) and, for ``/token``, counts it against
+``ECHO_TOKEN_FAILURE_RATE_LIMIT``. This layer imports no domain.
 
 Cost on the hot path: a request without a query string or body only has its path and header
 values checked with ``str.isascii``; a query string or form body is percent-decoded and
@@ -45,12 +46,13 @@ from urllib.parse import unquote_to_bytes
 
 from flask import Flask, Response, current_app, request
 
-from echo_identity.audit.events import EventType
-from echo_identity.audit.refusals import record_refusal
-from echo_identity.config import Settings
-from echo_identity.db import request_session
-from echo_identity.web.context import request_context
-from echo_identity.web.errors import error_response
+from echo_identity.errors import EchoError
+from echo_identity.web.context import RequestContext, request_context
+from echo_identity.web.errors import (
+    MalformedClientCredentialsError,
+    MalformedRequestError,
+    echo_error_response,
+)
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _PARTS = {
@@ -64,24 +66,31 @@ _DEFECTS = {
     "not_utf8": "is not valid UTF-8",
     "not_ip": "is not an IP address",
 }
-_AUDITED = "echo.hygiene.audited"
+_HOOKS = "echo.hygiene.refusal_hooks"
 
 
 @dataclass(frozen=True)
-class AuditedPath:
-    """What a refused POST to one path stands for: ``event_type`` is recorded, and ``also`` is
-    called with the client address (the token endpoint spends its failure limit there)."""
+class ScreenRefusal:
+    """A ``POST`` the screen refused, as a hook sees it: the wire ``code`` it was answered
+    with, what was wrong (``part``, ``defect``), the client address as the server saw it, and
+    the request context without the refused part (a NUL in the user agent, an "address" that
+    is not one, would fail an insert)."""
 
-    event_type: EventType
-    also: Callable[[str], None] | None = None
+    code: str
+    part: str
+    defect: str
+    remote_addr: str
+    context: RequestContext
 
 
-def audit_refusals_of(
-    app: Flask, path: str, event_type: EventType, also: Callable[[str], None] | None = None
-) -> None:
-    """Make a refused ``POST path`` a recorded ``event_type`` (a failed sign-in, a failed
-    token request): the domain that owns the path registers it, so this layer imports none."""
-    app.extensions.setdefault(_AUDITED, {})[path] = AuditedPath(event_type, also)
+RefusalHook = Callable[[ScreenRefusal], None]
+
+
+def on_refusal(app: Flask, path: str, hook: RefusalHook) -> None:
+    """Call ``hook`` whenever the screen refuses a ``POST path`` (before the refusal is sent;
+    hooks run in the order they were registered): the domain that owns the path decides what
+    a refusal there stands for, so this layer imports none."""
+    app.extensions.setdefault(_HOOKS, {}).setdefault(path, []).append(hook)
 
 
 # A percent-escape that decodes to NUL or to a byte outside ASCII.
@@ -102,6 +111,13 @@ class Problem:
     @property
     def credentials(self) -> bool:
         return self.part == "credentials"
+
+    def error(self) -> EchoError:
+        """What the screen answers: 401 ``invalid_client`` (with its ``Basic`` challenge) for
+        malformed credentials, else 400 ``invalid_request``."""
+        if self.credentials:
+            return MalformedClientCredentialsError(self.description())
+        return MalformedRequestError(self.description())
 
     def description(self) -> str:
         if self.credentials:
@@ -234,44 +250,24 @@ def _screen() -> Response | None:
     problem = environ_problem(request.environ) or _body_problem()
     if problem is None:
         return None
-    if problem.credentials:
-        code, status = "invalid_client", 401
-    else:
-        code, status = "invalid_request", 400
-    audited: dict[str, AuditedPath] = current_app.extensions.get(_AUDITED, {})
-    if request.method == "POST" and request.path in audited:
-        _audit(audited[request.path], code, problem)
-    response = error_response(code, status, problem.description())
-    if problem.credentials:
-        response.headers["WWW-Authenticate"] = (
-            f'Basic error="{code}", error_description="{problem.description()}"'
-        )
-    return response
+    error = problem.error()
+    hooks: dict[str, list[RefusalHook]] = current_app.extensions.get(_HOOKS, {})
+    if request.method == "POST" and request.path in hooks:
+        refusal = _refusal(error.code, problem)
+        for hook in hooks[request.path]:
+            hook(refusal)
+    return echo_error_response(error)
 
 
-def _audit(audited: AuditedPath, code: str, problem: Problem) -> None:
-    """Record the refused sign-in or token request: no user, nothing that was typed."""
-    settings: Settings = current_app.extensions["echo.settings"]
-    if audited.also is not None:
-        audited.also(request.remote_addr or "")
+def _refusal(code: str, problem: Problem) -> ScreenRefusal:
+    """What the hooks are told: nothing that was typed, and not the refused part itself."""
     context = request_context()
-    # The refused part itself is not recorded: it would fail the insert (a NUL on PostgreSQL,
-    # an "address" longer than the column).
     context = replace(
         context,
         ip=None if problem.part == "forwarded" else context.ip,
         user_agent=None if problem.header == "User-Agent" else context.user_agent,
     )
-    session = request_session()
-    record_refusal(
-        session,
-        audited.event_type,
-        reason=code,
-        window_seconds=settings.audit_refusal_window,
-        context=context,
-        details={"input": problem.part, "defect": problem.defect},
-    )
-    session.commit()
+    return ScreenRefusal(code, problem.part, problem.defect, request.remote_addr or "", context)
 
 
 def init_app(app: Flask) -> None:

@@ -11,24 +11,23 @@ from __future__ import annotations
 import math
 import time
 
-from flask import Flask, current_app
+from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
 
 from echo_identity.config import Settings
+from echo_identity.web.context import service
 
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 
 def login_limit() -> str:
-    settings: Settings = current_app.extensions["echo.settings"]
-    return settings.login_rate_limit
+    return service(Settings).login_rate_limit
 
 
 def api_limit() -> str:
-    settings: Settings = current_app.extensions["echo.settings"]
-    return settings.api_rate_limit
+    return service(Settings).api_rate_limit
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -51,8 +50,7 @@ class FailureLimit:
         self._items: list[RateLimitItem] = parse_many(value)
 
     def _key(self, ip: str) -> tuple[str, str, str]:
-        settings: Settings = current_app.extensions["echo.settings"]
-        return (settings.redis_namespace, self._name, ip)
+        return (service(Settings).redis_namespace, self._name, ip)
 
     def retry_after(self, ip: str) -> int | None:
         """Seconds until ``ip`` may try again, or ``None`` while it is within the limit."""

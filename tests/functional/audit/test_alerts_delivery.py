@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from echo_identity.audit.alert_models import Alert, AlertDelivery
 from echo_identity.audit.alerts import raise_alert
-from echo_identity.audit.delivery import backoff, deliver_due
+from echo_identity.audit.delivery import Delivery, backoff, deliver_due
 from echo_identity.audit.rules import Finding
 from echo_identity.config import Settings
 from echo_identity.db import Database, utcnow
@@ -129,21 +129,26 @@ def test_webhook_down_then_back_receives_every_alert_exactly_once(
     now = utcnow()
 
     # Down: nothing listens on the port.
-    result = deliver_due(database, settings, now=now)
+    result = deliver_due(database, Delivery.from_settings(settings), now=now)
     assert (result.delivered, result.failed) == (0, 3)
     rows = due_rows(database)
     assert {r.status for r in rows} == {"failed"}
     assert all(r.last_error and "unreachable" in r.last_error for r in rows)
     assert all(r.next_attempt_at >= now + timedelta(seconds=10) for r in rows)
     # Back-off: a pass before the next attempt is due sends nothing.
-    assert deliver_due(database, settings, now=now + timedelta(seconds=5)).failed == 0
+    assert (
+        deliver_due(
+            database, Delivery.from_settings(settings), now=now + timedelta(seconds=5)
+        ).failed
+        == 0
+    )
 
     receiver = Receiver(mode="503")
     server = start_receiver(port, receiver)
     try:
         # Up but failing (503): still not delivered, attempts counted, wait doubles.
         now += timedelta(seconds=11)
-        assert deliver_due(database, settings, now=now).failed == 3
+        assert deliver_due(database, Delivery.from_settings(settings), now=now).failed == 3
         assert receiver.refused == 3
         rows = due_rows(database)
         assert {r.attempts for r in rows} == {2}
@@ -151,9 +156,14 @@ def test_webhook_down_then_back_receives_every_alert_exactly_once(
 
         receiver.mode = "ok"
         now += timedelta(seconds=21)
-        assert deliver_due(database, settings, now=now).delivered == 3
+        assert deliver_due(database, Delivery.from_settings(settings), now=now).delivered == 3
         # Later passes deliver nothing again.
-        assert deliver_due(database, settings, now=now + timedelta(hours=2)).delivered == 0
+        assert (
+            deliver_due(
+                database, Delivery.from_settings(settings), now=now + timedelta(hours=2)
+            ).delivered
+            == 0
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -244,7 +254,7 @@ def test_email_channel_sends_one_message_per_alert_through_a_real_smtp_server(
         ECHO_ALERT_SMTP_TO="soc@example.test, oncall@example.test",
     )
     [alert_id] = raise_alerts(database, settings, 1, ["email"])
-    assert deliver_due(database, settings).delivered == 1
+    assert deliver_due(database, Delivery.from_settings(settings)).delivered == 1
     [(sender, recipients, content)] = collector.messages
     assert sender == "alerts@id.example.test"
     assert recipients == ["soc@example.test", "oncall@example.test"]
@@ -266,7 +276,7 @@ def test_email_to_a_closed_port_fails_and_stays_due(
         ECHO_ALERT_DELIVERY_TIMEOUT="2",
     )
     raise_alerts(database, settings, 1, ["email"])
-    assert deliver_due(database, settings).failed == 1
+    assert deliver_due(database, Delivery.from_settings(settings)).failed == 1
     [row] = due_rows(database)
     assert (row.status, row.attempts) == ("failed", 1)
 
@@ -296,7 +306,7 @@ def test_syslog_udp_receives_a_parseable_rfc5424_line(
                 channels=["syslog"],
             )
             assert alert is not None
-        assert deliver_due(database, settings).delivered == 1
+        assert deliver_due(database, Delivery.from_settings(settings)).delivered == 1
         data, _ = listener.recvfrom(65535)
     line = data.decode()
     match = SYSLOG_LINE.match(line)
@@ -329,7 +339,7 @@ def test_syslog_tcp_uses_octet_counting(
             tmp_path, database_url, ECHO_ALERT_SYSLOG_ADDRESS=f"tcp://127.0.0.1:{port}"
         )
         raise_alerts(database, settings, 1, ["syslog"])
-        assert deliver_due(database, settings).delivered == 1
+        assert deliver_due(database, Delivery.from_settings(settings)).delivered == 1
         deadline = 50
         while not frames and deadline:
             threading.Event().wait(0.05)

@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Table, insert, select, text
 
-from echo_identity.audit import chain, pseudonyms
+from echo_identity.audit import chain
 from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.keys import AuditSigner
 from echo_identity.audit.models import AuditEvent, AuditPseudonym
+from echo_identity.audit.pseudonyms import Pseudonyms
 from echo_identity.audit.sealer import CHAINED_COLUMNS, seal_events
-from echo_identity.audit.service import forget_user, record
+from echo_identity.audit.service import AuditTrail
 from echo_identity.db import Database, utcnow
-from echo_identity.idp.provider import keyring_factory
+from echo_identity.keys.kek_providers import keyring_factory
 from echo_identity.web.context import RequestContext
 from tests.factories import create_user
 from tests.support.environment import app_environment, settings_for
@@ -25,20 +26,19 @@ from tests.support.server import run_cli
 
 EVENTS: Table = AuditEvent.__table__  # type: ignore[assignment]
 CONTEXT = RequestContext("198.51.100.4", "probe/2.0", "req-chain")
+TRAIL = AuditTrail(Pseudonyms.from_secret(b"chain-verify-secret-key-32-bytes"))
 
 
 @pytest.fixture
 def env(tmp_path: Path, database: Database, database_url: str) -> dict[str, str]:
     """ECHO_* variables of an app on the migrated test database; sealing without grace."""
-    environment = app_environment(tmp_path / "var", database_url, ECHO_AUDIT_SEAL_GRACE="0")
-    pseudonyms.configure(settings_for(environment).secret_key_bytes())
-    return environment
+    return app_environment(tmp_path / "var", database_url, ECHO_AUDIT_SEAL_GRACE="0")
 
 
 def record_events(database: Database, count: int, user: str = "user-sub-1") -> None:
     with database.transaction() as session:
         for index in range(count):
-            record(
+            TRAIL.record(
                 session,
                 EventType.LOGIN_SUCCESS if index % 2 else EventType.TOKEN_ISSUED,
                 context=CONTEXT,
@@ -238,9 +238,9 @@ def test_forgetting_a_user_deletes_the_map_row_and_the_chain_still_verifies(
     record_events(database, 3, user=alice_sub)
     record_events(database, 2, user=bob_sub)
     seal(env, database)
-    alice = pseudonyms.current().of(alice_sub)
+    alice = TRAIL.pseudonyms.of(alice_sub)
     with database.transaction() as session:
-        assert forget_user(session, alice_sub) == alice
+        assert TRAIL.forget_user(session, alice_sub) == alice
     seal(env, database)
 
     code, report = verify(env)

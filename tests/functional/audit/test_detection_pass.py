@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from echo_identity.audit.alert_models import Alert, AlertDelivery, DetectionCursor
-from echo_identity.audit.detection import SETTLE, run_detection
+from echo_identity.audit.detection import SETTLE, DetectionPolicy, run_detection
 from echo_identity.audit.events import EventType
 from echo_identity.audit.models import AuditEvent
 from echo_identity.config import Settings
@@ -72,16 +72,16 @@ def test_vault_read_from_a_new_network_alerts_once_and_known_networks_do_not(
         client_id="billing",
         ip="203.0.113.9",
     )
-    run_detection(database, settings, now=settled(now))
+    run_detection(database, DetectionPolicy.from_settings(settings), now=settled(now))
     assert alerts(database) == []  # history alone raises nothing
 
     add(database, EventType.VAULT_TOKEN_READ, now, client_id="billing", ip="203.0.113.77")
-    run_detection(database, settings, now=settled(now))
+    run_detection(database, DetectionPolicy.from_settings(settings), now=settled(now))
     assert alerts(database) == []  # same /24 as before
 
     add(database, EventType.VAULT_TOKEN_READ, now, client_id="billing", ip="192.0.2.10")
     add(database, EventType.VAULT_TOKEN_READ, now, client_id="billing", ip="192.0.2.11")
-    result = run_detection(database, settings, now=settled(now))
+    result = run_detection(database, DetectionPolicy.from_settings(settings), now=settled(now))
     assert result.raised == 1
     [alert] = alerts(database)
     assert (alert.rule, alert.key) == ("vault_new_ip_prefix", "billing:192.0.2.0/24")
@@ -103,7 +103,7 @@ def test_reads_far_above_the_clients_own_baseline_alert(
                 client_id="quiet",
                 ip="203.0.113.4",
             )
-    run_detection(database, settings, now=settled(now))
+    run_detection(database, DetectionPolicy.from_settings(settings), now=settled(now))
     for i in range(25):
         add(
             database,
@@ -112,7 +112,7 @@ def test_reads_far_above_the_clients_own_baseline_alert(
             client_id="quiet",
             ip="203.0.113.4",
         )
-    run_detection(database, settings, now=settled(now))
+    run_detection(database, DetectionPolicy.from_settings(settings), now=settled(now))
     assert [a.rule for a in alerts(database)] == ["vault_read_spike"]
 
 
@@ -155,7 +155,7 @@ def test_invalid_grant_refresh_and_token_reuse_alert_high(
         client_id="web",
         details={"family_id": "f2"},
     )
-    run_detection(database, settings, now=settled(now))
+    run_detection(database, DetectionPolicy.from_settings(settings), now=settled(now))
     found = {(a.rule, a.severity) for a in alerts(database)}
     assert found == {
         ("vault_refresh_invalid_grant", "high"),
@@ -177,8 +177,16 @@ def test_the_cursor_means_each_event_is_evaluated_once(
         client_id="web",
         details={"family_id": "f1"},
     )
-    assert run_detection(database, settings, now=settled(now)).raised == 1
-    assert run_detection(database, settings, now=now + timedelta(hours=2)).evaluated == 0
+    assert (
+        run_detection(database, DetectionPolicy.from_settings(settings), now=settled(now)).raised
+        == 1
+    )
+    assert (
+        run_detection(
+            database, DetectionPolicy.from_settings(settings), now=now + timedelta(hours=2)
+        ).evaluated
+        == 0
+    )
     assert len(alerts(database)) == 1
     with database.session() as session:
         cursor = session.get(DetectionCursor, "rules")
@@ -200,7 +208,7 @@ def test_repeated_failures_across_passes_keep_one_alert_within_the_window(
             ip="198.51.100.1",
             details={"typed_name": "n_carol"},
         )
-    run_detection(database, settings, now=settled(now))
+    run_detection(database, DetectionPolicy.from_settings(settings), now=settled(now))
     add(
         database,
         EventType.LOGIN_FAILURE,
@@ -209,7 +217,7 @@ def test_repeated_failures_across_passes_keep_one_alert_within_the_window(
         ip="198.51.100.1",
         details={"typed_name": "n_carol"},
     )
-    run_detection(database, settings, now=settled(now))
+    run_detection(database, DetectionPolicy.from_settings(settings), now=settled(now))
     [alert] = alerts(database)
     assert alert.rule == "login_failures"
     assert alert.occurrences == 2

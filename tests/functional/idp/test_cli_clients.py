@@ -8,12 +8,12 @@ from sqlalchemy import select
 
 from echo_identity.db import Database
 from echo_identity.idp.models import OAuthClient
-from tests.support.oidc import register_client
+from tests.support.oidc import cli_register_client
 from tests.support.server import LiveServer, run_cli
 
 
 def test_create_prints_the_secret_once_and_stores_only_a_digest(dev_server: LiveServer) -> None:
-    created = register_client(
+    created = cli_register_client(
         dev_server,
         "--name",
         "Shop",
@@ -38,7 +38,7 @@ def test_create_prints_the_secret_once_and_stores_only_a_digest(dev_server: Live
 
 
 def test_public_client_gets_no_secret(dev_server: LiveServer) -> None:
-    created = register_client(
+    created = cli_register_client(
         dev_server, "--name", "SPA", "--public", "--redirect-uri", "http://localhost:5173/cb"
     )
     assert created.client_secret is None

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from echo_identity.audit.models import AuditEvent, AuditPseudonym
 from echo_identity.audit.pseudonyms import Pseudonyms
@@ -402,10 +402,14 @@ def test_userinfo_reads_and_refusals_are_audited(dev_server: LiveServer) -> None
     from echo_identity.audit.refusals import refusal_key
 
     started = utcnow() - timedelta(seconds=1)
-    refused = httpx.get(f"{dev_server.base_url}/userinfo", headers=bearer("not-a-jwt"))
-    assert refused.status_code == 401
     key = refusal_key(EventType.API_ACCESS_DENIED, "127.0.0.1", "invalid_token", None)
     database = Database(dev_server.env["ECHO_DATABASE_URL"])
+    # The shared server has no worker closing windows: another test's refusal from this
+    # address may have opened this window. Start a fresh one, so its first event is ours.
+    with database.transaction() as session:
+        session.execute(delete(RefusalWindow).where(RefusalWindow.key == key))
+    refused = httpx.get(f"{dev_server.base_url}/userinfo", headers=bearer("not-a-jwt"))
+    assert refused.status_code == 401
     try:
         with database.session() as session:
             window = session.get(RefusalWindow, key)

@@ -19,11 +19,11 @@ from sqlalchemy import event, func, select, update
 
 from echo_identity.accounts.credentials import revoke_user_credentials
 from echo_identity.accounts.models import User
-from echo_identity.app import session_store
 from echo_identity.audit import pseudonyms
 from echo_identity.audit.events import EventType
 from echo_identity.audit.models import AuditEvent
 from echo_identity.db import Database, utcnow
+from echo_identity.services import build_services
 from tests.factories import TestUser, create_user
 from tests.support.browser import Browser
 from tests.support.credentials import (
@@ -337,7 +337,7 @@ def test_a_code_redemption_racing_a_revocation_waits_for_it_and_is_refused(
     location = party.authorize(browser)
     settings = settings_for(dev_server.env)
     database = Database(settings.database_url)
-    pseudonyms.configure(settings.secret_key_bytes())
+    services = build_services(settings, database)
     paused, resume = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -354,8 +354,10 @@ def test_a_code_redemption_racing_a_revocation_waits_for_it_and_is_refused(
             assert row is not None
             outcome["revoked"] = revoke_user_credentials(
                 session,
-                session_store(settings, database),
+                services.sessions,
                 row,
+                audit=services.audit,
+                revokers=services.accounts.revokers,
                 cause=EventType.PASSWORD_CHANGED,
                 actor="cli",
             )

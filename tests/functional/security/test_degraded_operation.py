@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from echo_identity import migrations
 from echo_identity.db import Database
-from echo_identity.idp.keys import RELOAD_SECONDS, SigningKeys, SigningKeyStore
-from echo_identity.idp.provider import key_schedule, keyring_factory
+from echo_identity.idp import keys as idp_keys
+from echo_identity.idp.keys import RELOAD_SECONDS, SigningKeys, ensure_signing_keys
+from echo_identity.idp.provider import key_schedule
+from echo_identity.keys.kek_providers import keyring_factory
 from tests.factories import TestUser, create_user
 from tests.support.browser import Browser, csrf_token
 from tests.support.databases import POSTGRES_URL, fresh_database_url
@@ -160,7 +163,9 @@ def test_during_a_database_outage_jwks_and_discovery_answer_from_memory(
             server.stop()
 
 
-def test_key_set_is_served_from_memory_while_the_database_file_is_gone(tmp_path: Path) -> None:
+def test_key_set_is_served_from_memory_while_the_database_file_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "volume"
     home.mkdir()
     url = f"sqlite:///{home / 'echo.db'}"
@@ -168,16 +173,16 @@ def test_key_set_is_served_from_memory_while_the_database_file_is_gone(tmp_path:
     database = Database(url)
     try:
         migrations.upgrade(database)
-        with database.session() as session:
-            SigningKeyStore(
-                session, keyring_factory(settings)(session), key_schedule(settings)
-            ).ensure()
+        ensure_signing_keys(database, keyring_factory(settings), key_schedule(settings))
         keys = SigningKeys(database, keyring_factory(settings), key_schedule(settings))
         before = keys.jwks()
 
         database.dispose()  # no open connection survives: every read must open the file
         home.rename(tmp_path / "unmounted")
-        time.sleep(RELOAD_SECONDS + 0.1)
+        # Past the reload interval (the module's monotonic clock moved, no waiting): the next
+        # read asks the missing database and must keep the keys it has.
+        later = time.monotonic() + RELOAD_SECONDS + 0.1
+        monkeypatch.setattr(idp_keys, "time", SimpleNamespace(monotonic=lambda: later))
         assert keys.jwks() == before
         assert keys.signing_key("ES256").kid in {k["kid"] for k in before["keys"]}
 

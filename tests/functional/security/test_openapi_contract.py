@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests.factories import create_user
-from tests.support.server import BIN, LiveServer
+from tests.support.processes import BIN
+from tests.support.server import LiveServer
 from tests.support.vault import (
     connect_upstream,
     run_connect_flow,

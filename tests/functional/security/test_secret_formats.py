@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
-from echo_identity.app import session_store
 from echo_identity.audit.log_models import ApplicationLog
 from echo_identity.crypto.digests import fingerprint, keyed_digest, lookup_digest
 from echo_identity.db import Database
 from echo_identity.idp.clients import client_digest_key
 from echo_identity.idp.models import OAuthClient, RefreshToken
+from echo_identity.services import session_store
 from tests.factories import TestUser, create_user
 from tests.support.browser import Browser
 from tests.support.environment import settings_for

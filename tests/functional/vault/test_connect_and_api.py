@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import MetaData, select, update
 
 from echo_identity.audit.alert_models import Alert
-from echo_identity.audit.detection import SETTLE, run_detection
+from echo_identity.audit.detection import SETTLE, DetectionPolicy, run_detection
 from echo_identity.audit.models import AuditEvent
 from echo_identity.audit.pseudonyms import Pseudonyms
 from echo_identity.db import Database, utcnow
@@ -143,7 +143,9 @@ def test_invalid_grant_marks_the_connection_needs_reauth_and_records_it(
     assert [f.severity for f in failures] == ["high"]
     # The detection pass (the worker's, run here directly) raises a high-severity alert.
     run_detection(
-        database, settings_for(dev_server.env), now=utcnow() + SETTLE + timedelta(seconds=1)
+        database,
+        DetectionPolicy.from_settings(settings_for(dev_server.env)),
+        now=utcnow() + SETTLE + timedelta(seconds=1),
     )
     with database.session() as session:
         alerts = session.scalars(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher, extract_parameters
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from echo_identity.accounts.errors import (
     AccountError,
@@ -24,19 +25,27 @@ from echo_identity.accounts.models import User
 from echo_identity.accounts.passwords import Passwords
 from echo_identity.accounts.service import AccountService
 from echo_identity.accounts.sessions import SessionPolicy, SessionRecord, SqlSessionStore
-from echo_identity.audit import pseudonyms
+from echo_identity.audit.pseudonyms import Pseudonyms
+from echo_identity.audit.service import AuditTrail
 from echo_identity.crypto.digests import lookup_digest, random_token
 from echo_identity.db import Database, utcnow
+from echo_identity.idp.credentials import revoke_user_grants
 from echo_identity.idp.models import AuthorizationCode, TokenFamily
 from tests.factories import TestUser, create_user, fast_passwords
 
 PASSWORD = "correct horse battery"
+AUDIT = AuditTrail(Pseudonyms.from_secret(b"k" * 32))
+
+
+def _accounts(session: Session, passwords: Passwords) -> AccountService:
+    """The service as the wiring point builds it: the provider's grants die with the user."""
+    return AccountService(session, passwords, audit=AUDIT, revokers=(revoke_user_grants,))
 
 
 @pytest.fixture
 def accounts(database: Database) -> Iterator[AccountService]:
     with database.session() as session:
-        yield AccountService(session, fast_passwords())
+        yield _accounts(session, fast_passwords())
 
 
 @pytest.fixture
@@ -46,8 +55,7 @@ def user(database: Database) -> TestUser:
 
 @pytest.fixture
 def store(database: Database) -> SqlSessionStore:
-    """The database session store; audit events of these operations need pseudonyms."""
-    pseudonyms.configure(b"k" * 32)
+    """The database session store."""
     return SqlSessionStore(database, SessionPolicy(timedelta(hours=1), timedelta(hours=8)))
 
 
@@ -179,7 +187,7 @@ def test_unknown_user_costs_one_verification_like_a_wrong_password(
     passwords = Passwords(time_cost=2, memory_cost=8192, parallelism=1)
     user = create_user(database, passwords=passwords)
     with database.session() as session:
-        accounts = AccountService(session, passwords)
+        accounts = _accounts(session, passwords)
         with pytest.raises(InvalidCredentialsError):
             accounts.authenticate(user.username, "wrong password")
         wrong_password = list(verifications)
@@ -215,7 +223,8 @@ def test_successful_login_upgrades_a_hash_made_with_weaker_parameters(
     old_hash = stored_hash(database, user.id)
 
     with database.session() as session:
-        AccountService(session, current).authenticate(user.username, user.password)
+        _accounts(session, current).authenticate(user.username, user.password)
+        session.commit()  # the sign-in's unit of work (the view commits it with its event)
 
     new_hash = stored_hash(database, user.id)
     assert new_hash != old_hash
@@ -231,7 +240,7 @@ def test_failed_login_leaves_a_weaker_hash_untouched(database: Database) -> None
     old_hash = stored_hash(database, user.id)
 
     with database.session() as session, pytest.raises(InvalidCredentialsError):
-        AccountService(session, current).authenticate(user.username, user.password + "x")
+        _accounts(session, current).authenticate(user.username, user.password + "x")
 
     assert stored_hash(database, user.id) == old_hash
 
@@ -326,7 +335,7 @@ def test_a_wrong_current_password_changes_nothing(
     before = _state_of(database, user.id)
 
     with database.session() as session:
-        accounts = AccountService(session, fast_passwords())
+        accounts = _accounts(session, fast_passwords())
         row = accounts.get(user.id)
         assert row is not None
         with pytest.raises(WrongCurrentPasswordError) as caught:
@@ -349,14 +358,18 @@ def test_an_over_long_current_password_still_costs_one_verification(
 
 
 def test_re_enabling_a_user_brings_nothing_back(
-    accounts: AccountService, database: Database, store: SqlSessionStore, user: TestUser
+    database: Database, store: SqlSessionStore, user: TestUser
 ) -> None:
+    session = database.session()
+    accounts = _accounts(session, fast_passwords())
     _credentials_of(database, user.id, "e")
     accounts.disable(user.username, sessions=store)
     disabled = _state_of(database, user.id)
 
     enabled = accounts.enable(user.username)
+    session.commit()  # the command's unit of work
 
     assert not enabled.disabled
     assert _state_of(database, user.id) == disabled
     assert accounts.authenticate(user.username, user.password).id == user.id
+    session.close()

@@ -27,6 +27,7 @@ from echo_identity.accounts.session_cookie import (
 from echo_identity.app import create_app
 from echo_identity.config import Settings
 from echo_identity.db import Database
+from echo_identity.web.context import services_of
 from tests.factories import TestUser, create_user
 from tests.support.browser import csrf_token
 from tests.support.environment import app_environment, settings_for
@@ -104,7 +105,7 @@ def test_expired_session_is_deleted_from_the_store(
 ) -> None:
     client = app.test_client()
     _sign_in(client, user)
-    store = app.extensions["echo.session_store"]
+    store = services_of(app).sessions
     assert len(store.for_user(user.id)) == 1
     clock.advance(seconds=settings.session_idle_timeout + 1)
     client.get("/account")
@@ -136,7 +137,7 @@ def _stored_session_count(database: Database) -> int:
 
 def _stored_state(app: Flask, database: Database) -> int:
     """Stored browser sessions: database rows, or every Redis key of this app (Redis suite)."""
-    settings: Settings = app.extensions["echo.settings"]
+    settings: Settings = services_of(app).settings
     if not settings.redis_url:
         return _stored_session_count(database)
     client = redis.Redis.from_url(settings.redis_url)

@@ -11,11 +11,10 @@ import pytest
 from sqlalchemy import event, func, select
 
 from echo_identity.accounts.models import User
-from echo_identity.audit import pseudonyms as audit_pseudonyms
 from echo_identity.audit.events import EventType
 from echo_identity.audit.models import AuditEvent, AuditPseudonym
 from echo_identity.audit.pseudonyms import Pseudonyms
-from echo_identity.audit.service import record
+from echo_identity.audit.service import AuditTrail
 from echo_identity.db import Database
 from tests.factories import create_user
 
@@ -128,10 +127,12 @@ def test_a_sub_that_is_no_users_gets_no_map_row_and_is_not_remembered(
 
 def test_record_writes_no_map_row_for_hundreds_of_random_subjects(database: Database) -> None:
     # What an unauthenticated caller walking /api/v1/users/<random>/... passes down.
-    audit_pseudonyms.configure(b"k" * 32)
+    trail = AuditTrail(Pseudonyms.from_secret(b"k" * 32))
     with database.transaction() as session:
         for index in range(300):
-            record(session, EventType.VAULT_TOKEN_DENIED, outcome="failure", user=f"rnd-{index}")
+            trail.record(
+                session, EventType.VAULT_TOKEN_DENIED, outcome="failure", user=f"rnd-{index}"
+            )
     with database.read_session() as session:
         events = session.scalar(select(func.count()).select_from(AuditEvent))
     assert events == 300

@@ -14,11 +14,17 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from echo_identity.audit.alert_models import Alert
-from echo_identity.audit.detection import run_detection
+from echo_identity.audit.detection import DetectionPolicy, run_detection
 from echo_identity.audit.events import EventType
 from echo_identity.audit.models import AuditEvent, RefusalWindow
-from echo_identity.audit.refusals import close_refusal_windows, record_refusal
+from echo_identity.audit.pseudonyms import Pseudonyms
+from echo_identity.audit.refusals import (
+    close_refusal_windows,
+    record_refusal,
+    summarise_closed_windows,
+)
 from echo_identity.audit.rules import Rule
+from echo_identity.audit.service import AuditTrail
 from echo_identity.config import Settings
 from echo_identity.db import Database, utcnow
 from echo_identity.web.context import RequestContext
@@ -26,6 +32,7 @@ from echo_identity.web.context import RequestContext
 WINDOW = 60
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 SCANNER = RequestContext(ip="203.0.113.66", user_agent="scanner/1.0", request_id="req-1")
+TRAIL = AuditTrail(Pseudonyms(b"k" * 32))
 
 
 def refuse(
@@ -46,6 +53,7 @@ def refuse(
         client_id=client_id,
         details={"api": "vault"},
         now=at,
+        audit=TRAIL,
     )
 
 
@@ -116,8 +124,9 @@ def test_the_next_refusal_after_a_window_summarises_it_and_opens_a_new_one(
 
 def test_a_window_without_repeats_closes_without_a_summary(database: Database) -> None:
     refuse_many(database, 1)
-    with database.transaction() as session:
-        assert close_refusal_windows(session, window_seconds=WINDOW, now=T0 + timedelta(hours=1))
+    assert close_refusal_windows(
+        database, TRAIL, window_seconds=WINDOW, now=T0 + timedelta(hours=1)
+    )
     assert len(events(database)) == 1
     assert windows(database) == []
 
@@ -128,10 +137,9 @@ def test_the_worker_summarises_and_deletes_closed_windows_and_leaves_open_ones(
     refuse_many(database, 7, client_id="billing")
     later = T0 + timedelta(seconds=WINDOW * 2)
     refuse_many(database, 3, start=later, context=RequestContext(ip="198.51.100.9"))
-    with database.transaction() as session:
-        closed = close_refusal_windows(
-            session, window_seconds=WINDOW, now=later + timedelta(seconds=1)
-        )
+    closed = close_refusal_windows(
+        database, TRAIL, window_seconds=WINDOW, now=later + timedelta(seconds=1)
+    )
     assert closed == 1
     summaries = [e for e in events(database) if "repeated" in e.details]
     [summary] = summaries
@@ -164,11 +172,12 @@ def test_detection_fires_on_an_aggregated_burst_of_vault_denials(
     with database.transaction() as session:
         for _ in range(30):
             refuse(session, utcnow(), client_id="billing")
-    with database.transaction() as session:
-        close_refusal_windows(session, window_seconds=WINDOW, now=utcnow() + timedelta(hours=1))
+    close_refusal_windows(database, TRAIL, window_seconds=WINDOW, now=utcnow() + timedelta(hours=1))
     assert len(events(database)) == 2
 
-    run_detection(database, settings, now=utcnow() + timedelta(seconds=5))
+    run_detection(
+        database, DetectionPolicy.from_settings(settings), now=utcnow() + timedelta(seconds=5)
+    )
 
     with database.read_session() as session:
         alerts = {(a.rule, a.key): a.summary for a in session.scalars(select(Alert))}
@@ -258,7 +267,7 @@ def test_a_refusal_racing_the_worker_is_neither_lost_nor_summarised_twice(
     later = T0 + timedelta(seconds=WINDOW + 5)
 
     def worker(session: Session) -> bool:
-        return close_refusal_windows(session, window_seconds=WINDOW, now=later) == 1
+        return summarise_closed_windows(session, TRAIL, window_seconds=WINDOW, now=later) == 1
 
     assert _race(database, worker, lambda s: refuse(s, later)) == [True, True]
     summaries = [e for e in events(database) if "repeated" in e.details]

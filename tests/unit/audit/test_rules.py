@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from echo_identity.audit import rules
-from echo_identity.audit.business_hours import BusinessHours
 from echo_identity.audit.events import EventType
 from echo_identity.audit.records import EventRecord
 from echo_identity.audit.rules import History, Rule, Thresholds
+from echo_identity.business_hours import BusinessHours
 
 T0 = datetime(2026, 11, 18, 10, 0, tzinfo=UTC)  # a Wednesday, 10:00 UTC
 LIMITS = Thresholds()

@@ -7,9 +7,11 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from echo_identity.audit.models import AuditEvent
+from echo_identity.audit.pseudonyms import Pseudonyms
+from echo_identity.audit.service import AuditTrail
 from echo_identity.config import Settings
 from echo_identity.db import Database, utcnow
-from echo_identity.idp.cleanup import purge_expired
+from echo_identity.idp.cleanup import Retention, purge_expired
 from echo_identity.idp.models import (
     AuthorizationCode,
     IssuedAccessToken,
@@ -18,6 +20,10 @@ from echo_identity.idp.models import (
     TokenFamily,
 )
 from tests.factories import create_user
+
+
+def _audit(settings: Settings) -> AuditTrail:
+    return AuditTrail(Pseudonyms.from_secret(settings.secret_key_bytes()))
 
 
 def _family(family_id: str, user_id: int, expires_in: timedelta) -> TokenFamily:
@@ -91,7 +97,7 @@ def test_purge_deletes_only_rows_that_can_no_longer_matter_and_records_the_count
             ]
         )
 
-    purged = purge_expired(database, settings)
+    purged = purge_expired(database, _audit(settings), Retention.from_settings(settings), now)
 
     assert purged == {
         "oauth.token_family.purged": 1,
@@ -114,6 +120,8 @@ def test_purge_deletes_only_rows_that_can_no_longer_matter_and_records_the_count
 def test_a_pass_with_nothing_to_purge_records_nothing(
     database: Database, settings: Settings
 ) -> None:
-    assert purge_expired(database, settings) == {}
+    assert (
+        purge_expired(database, _audit(settings), Retention.from_settings(settings), utcnow()) == {}
+    )
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(AuditEvent)) == 0

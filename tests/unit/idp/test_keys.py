@@ -10,7 +10,8 @@ from echo_identity.config import Settings
 from echo_identity.db import Database
 from echo_identity.idp.keys import ALGORITHMS, KeyInfo, KeySchedule, SigningKeys, SigningKeyStore
 from echo_identity.idp.models import SigningKey
-from echo_identity.idp.provider import key_schedule, keyring_factory
+from echo_identity.idp.provider import key_schedule
+from echo_identity.keys.kek_providers import keyring_factory
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SCHEDULE = KeySchedule(publish_ahead=timedelta(hours=1), retention=timedelta(minutes=11))
@@ -55,6 +56,7 @@ def test_private_keys_are_stored_encrypted_and_reload_for_signing(
         created = store.ensure()
         assert sorted(row.alg for row in created) == sorted(ALGORITHMS)
         assert store.ensure() == []  # idempotent
+        session.commit()
         rows = session.scalars(select(SigningKey)).all()
         for row in rows:
             assert b"PRIVATE KEY" not in row.private_key_ciphertext
@@ -71,6 +73,7 @@ def test_rotate_drops_keys_that_are_no_longer_needed(
     with database.session() as session:
         store = SigningKeyStore(session, keyring_factory(settings)(session), key_schedule(settings))
         store.ensure()
+        session.commit()
         first = {r.kid for r in store.rows() if r.alg == "ES256"}
         for row in store.rows():  # pretend the first keys were superseded long ago
             row.created_at -= timedelta(days=30)

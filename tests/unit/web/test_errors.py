@@ -16,6 +16,15 @@ class TeapotError(EchoError):
     description = "No coffee here."
 
 
+class ChallengingError(EchoError):
+    code = "invalid_token"
+    status = 401
+    description = "The token is not valid."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
 @pytest.fixture
 def app(settings: Settings) -> Flask:
     app = create_app(settings)
@@ -31,6 +40,10 @@ def app(settings: Settings) -> Flask:
     @app.get("/api/v1/teapot")
     def teapot() -> str:
         raise TeapotError()
+
+    @app.get("/api/v1/challenge")
+    def challenge() -> str:
+        raise ChallengingError()
 
     return app
 
@@ -66,3 +79,16 @@ def test_debug_mode_stays_off_in_development(app: Flask, settings: Settings) -> 
     assert settings.dev_mode
     assert not app.debug
     assert not app.config["PROPAGATE_EXCEPTIONS"]
+
+
+def test_an_error_that_builds_headers_is_answered_with_them(app: Flask) -> None:
+    response = app.test_client().get("/api/v1/challenge")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert response.json is not None
+    assert response.json["error"] == "invalid_token"
+
+
+def test_an_error_without_headers_adds_none(app: Flask) -> None:
+    response = app.test_client().get("/api/v1/teapot")
+    assert "WWW-Authenticate" not in response.headers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -13,6 +14,7 @@ from echo_identity.accounts.session_cookie import current_session
 from echo_identity.app import create_app
 from echo_identity.config import Settings
 from echo_identity.db import Database
+from echo_identity.services import build_services
 from echo_identity.web.csrf import csrf
 from echo_identity.web.health import Readiness, StoreProbe
 from tests.support.environment import settings_for
@@ -130,3 +132,14 @@ def test_session_write_with_redis_down_is_a_clean_503(redis_down_app: Flask) -> 
     assert response.mimetype == "text/html"
     assert "service_unavailable" in response.text
     assert "Traceback" not in response.text
+
+
+def test_an_app_built_on_injected_services_uses_them(
+    settings: Settings, database: Database
+) -> None:
+    services = build_services(settings, database)
+    down = Readiness({"database": StoreProbe(lambda: False)}, timeout=0.5)
+    app = create_app(settings, services=dataclasses.replace(services, readiness=down))
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json == {"status": "unavailable", "checks": {"database": "unavailable"}}

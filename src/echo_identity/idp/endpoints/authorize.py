@@ -10,11 +10,15 @@ Order matters for safety:
 3. Authlib validates the rest (response type, scope, PKCE, nonce, prompt);
 4. scopes the user has not granted this client yet (or ``prompt=consent``) get the consent
    page, whose form posts back here with ``decision=allow|deny``.
+
+A request that issues a code commits once, after the response is made: the consent it
+granted (if any), the code and their audit events together.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import urlencode
 
 from authlib.common.urls import add_params_to_uri
@@ -26,13 +30,12 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from echo_identity.accounts.current import current_user
 from echo_identity.accounts.session_cookie import current_session
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
-from echo_identity.db import request_session
+from echo_identity.audit.service import AuditTrail, record_for_request
 from echo_identity.idp.consents import Consents
 from echo_identity.idp.endpoints.blueprint import bp
 from echo_identity.idp.owner import ResourceOwner
-from echo_identity.idp.provider_state import current_provider
-from echo_identity.web.context import request_context
+from echo_identity.idp.provider import EchoAuthorizationServer, Provider
+from echo_identity.web.context import request_context, request_session, service
 from echo_identity.web.errors import error_response
 
 SCOPE_DESCRIPTIONS = {
@@ -69,8 +72,8 @@ def _authorize_url(drop_prompt_login: bool = False) -> str:
 
 def _redirect_error(error: OAuth2Error) -> Response:
     """The error redirect to the client, with ``iss`` as RFC 9207 requires for errors too."""
-    provider = current_provider()
-    response: Response = provider.authorization_server().handle_error_response(request, error)
+    provider = service(Provider)
+    response: Response = provider.server.handle_error_response(request, error)
     location = response.headers.get("Location")
     if location:
         response.headers["Location"] = add_params_to_uri(
@@ -91,8 +94,7 @@ def _needs_fresh_login(auth_time: int | None) -> bool:
 
 @bp.route("/authorize", methods=["GET", "POST"])
 def authorize() -> Response | WerkzeugResponse | str | tuple[str, int]:
-    provider = current_provider()
-    session = request_session()
+    provider = service(Provider)
     params = request.values
     client = provider.client(params.get("client_id"))
     if client is None:
@@ -121,7 +123,7 @@ def authorize() -> Response | WerkzeugResponse | str | tuple[str, int]:
         return redirect("/login?" + urlencode({"next": _authorize_url()}))
 
     owner = ResourceOwner(user, auth_time) if user is not None else None
-    server = provider.authorization_server()
+    server = provider.server
     try:
         grant = server.get_consent_grant(end_user=owner)
         if owner is None:  # prompt=none for a non-OpenID request: Authlib leaves this to us
@@ -132,32 +134,19 @@ def authorize() -> Response | WerkzeugResponse | str | tuple[str, int]:
             return _redirect_error(error)
         return error_response(error.error, 400, error.description or "Invalid request.")
 
-    consents = Consents(session)
+    consents = Consents(request_session(), service(AuditTrail))
     requested = grant.request.scope
     missing = consents.missing(owner.user.id, client.client_id, requested)
     if request.method == "POST":
         if request.form.get("decision") == "allow":
-            consents.grant(owner.user.id, client.client_id, requested)
-            record(
-                session,
-                EventType.CONSENT_GRANTED,
-                context=request_context(),
-                user=owner.user.sub,
-                client_id=client.client_id,
-                details={"scope": requested},
-            )
-            session.commit()
-            granted: Response = server.create_authorization_response(grant_user=owner, grant=grant)
-            return granted
-        record(
-            session,
+            consents.grant(owner.user, client.client_id, requested, context=request_context())
+            return _issue_code(server, owner, grant)
+        record_for_request(
             EventType.AUTHORIZATION_DENIED,
-            context=request_context(),
             outcome="failure",
             user=owner.user.sub,
             client_id=client.client_id,
         )
-        session.commit()
         denied: Response = server.create_authorization_response(grant_user=None, grant=grant)
         return denied
     if missing or "consent" in prompts:
@@ -171,5 +160,13 @@ def authorize() -> Response | WerkzeugResponse | str | tuple[str, int]:
             scopes=[(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in requested.split()],
             params=[(k, params[k]) for k in _CARRIED if k in params],
         )
+    return _issue_code(server, owner, grant)
+
+
+def _issue_code(server: EchoAuthorizationServer, owner: ResourceOwner, grant: Any) -> Response:
+    """The authorization response for ``owner``: the redirect with a code (which the grant
+    adds to the request's session with its audit event), or an error redirect; then the one
+    commit of what the request changed."""
     issued: Response = server.create_authorization_response(grant_user=owner, grant=grant)
+    request_session().commit()
     return issued

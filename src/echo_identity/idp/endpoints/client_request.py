@@ -29,7 +29,8 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 from flask import Request, Response, request
 
-from echo_identity.idp.provider_state import current_provider
+from echo_identity.idp.provider import Provider
+from echo_identity.web.context import service
 
 # Any C0 control character or DEL: never part of a client id or secret we issue.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -126,7 +127,7 @@ def checked_endpoint_response(endpoint: str) -> Response:
     """Authlib's response of the registered ``endpoint`` (``"revocation"``,
     ``"introspection"``) for this request, or the refusal of :func:`check_client_request`
     rendered as that endpoint renders its protocol errors."""
-    server = current_provider().authorization_server()
+    server = service(Provider).server
     try:
         check_client_request(request)
     except OAuth2Error as error:

@@ -11,17 +11,18 @@ from typing import Any
 
 from flask import Response, jsonify
 
+from echo_identity.config import Settings
+from echo_identity.crypto.jwk import ALGORITHMS
 from echo_identity.idp.endpoints.blueprint import bp
-from echo_identity.idp.keys import ALGORITHMS
-from echo_identity.idp.provider import STANDARD_SCOPES
-from echo_identity.idp.provider_state import current_provider
+from echo_identity.idp.provider import STANDARD_SCOPES, Provider
 from echo_identity.idp.tokens import ACCESS_TOKEN_ALG
+from echo_identity.web.context import service
 
 
 def metadata() -> dict[str, Any]:
     """Everything we support, and nothing we do not."""
-    base = current_provider().settings.issuer.rstrip("/")
-    issuer = current_provider().settings.issuer
+    issuer = service(Settings).issuer
+    base = issuer.rstrip("/")
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{base}/authorize",
@@ -88,6 +89,6 @@ def oauth_authorization_server() -> Response:
 
 @bp.get("/jwks")
 def jwks() -> Response:
-    response = jsonify(current_provider().keys.jwks())
+    response = jsonify(service(Provider).keys.jwks())
     response.headers["Cache-Control"] = "public, max-age=300"
     return response

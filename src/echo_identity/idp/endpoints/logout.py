@@ -27,13 +27,12 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from echo_identity.accounts.current import current_user
 from echo_identity.accounts.session_cookie import current_session
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
-from echo_identity.db import request_session
+from echo_identity.audit.service import record_for_request
 from echo_identity.idp.endpoints.blueprint import bp
 from echo_identity.idp.endpoints.client_request import well_formed
 from echo_identity.idp.errors import InvalidTokenError
-from echo_identity.idp.provider_state import current_provider
-from echo_identity.web.context import request_context
+from echo_identity.idp.provider import Provider
+from echo_identity.web.context import service
 
 # The request parameters the confirmation form carries over to its POST.
 _CARRIED = ("id_token_hint", "post_logout_redirect_uri", "state", "client_id")
@@ -44,26 +43,23 @@ def end_browser_session(client_id: str | None = None) -> None:
     """End the current browser session and audit it (no-op for anonymous visitors)."""
     user = current_user()
     if user is not None:
-        session = request_session()
-        record(
-            session,
-            EventType.LOGOUT,
-            context=request_context(),
-            user=user.sub,
-            client_id=client_id,
-        )
-        session.commit()
+        record_for_request(EventType.LOGOUT, user=user.sub, client_id=client_id)
     current_session().end()
 
 
 class EchoEndSessionEndpoint(EndSessionEndpoint):  # type: ignore[misc]
+    @property
+    def provider(self) -> Provider:
+        provider: Provider = self.server.provider
+        return provider
+
     def _validate_id_token_hint(self, id_token_hint: str) -> dict[str, Any]:
         # Authlib's own check (the only user of its get_server_jwks/get_algorithms hooks) only
         # verifies the signature against our JWKS: it would take one of our access tokens (same
         # keys) as a hint and does not look at ``iss``. Ours does both; expiry is not checked
         # (RP-Initiated Logout §2 accepts expired hints).
         try:
-            return current_provider().verifier.verify_id_token(id_token_hint, check_expiry=False)
+            return self.provider.verifier.verify_id_token(id_token_hint, check_expiry=False)
         except InvalidTokenError as exc:
             raise InvalidRequestError(exc.description) from None
 
@@ -81,8 +77,8 @@ def _logout_request() -> EndSessionRequest | None:
     ):
         return None  # such bytes must not reach a client lookup
     try:
-        validated: EndSessionRequest = (
-            current_provider().authorization_server().validate_endpoint_request("end_session")
+        validated: EndSessionRequest = service(Provider).server.validate_endpoint_request(
+            "end_session"
         )
     except OAuth2Error:
         return None
@@ -100,10 +96,8 @@ def _finish(logout_request: EndSessionRequest | None) -> Response | WerkzeugResp
     if logout_request is None:
         end_browser_session()
         return None
-    response: Response | None = (
-        current_provider()
-        .authorization_server()
-        .create_endpoint_response("end_session", logout_request)
+    response: Response | None = service(Provider).server.create_endpoint_response(
+        "end_session", logout_request
     )
     return response
 

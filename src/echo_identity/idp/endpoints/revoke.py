@@ -21,24 +21,28 @@ from flask import Response
 
 from echo_identity.audit.events import EventType
 from echo_identity.audit.refusals import record_refusal
-from echo_identity.audit.service import record
-from echo_identity.db import request_session
+from echo_identity.audit.service import record_for_request
 from echo_identity.idp.clients import AuthlibClient
 from echo_identity.idp.endpoints.blueprint import bp
 from echo_identity.idp.endpoints.client_request import checked_endpoint_response
-from echo_identity.idp.endpoints.presented import PresentedToken, find_presented_token
-from echo_identity.idp.provider_state import current_provider
+from echo_identity.idp.presented import PresentedToken, find_presented_token
+from echo_identity.idp.provider import Provider
 from echo_identity.idp.revocation import Revocations
-from echo_identity.web.context import request_context
+from echo_identity.web.context import request_context, request_session
 from echo_identity.web.csrf import csrf_exempt
 
 
 class EchoRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "client_secret_post", "none"]
 
+    @property
+    def provider(self) -> Provider:
+        provider: Provider = self.server.provider
+        return provider
+
     def query_token(self, token_string: str, token_type_hint: str | None) -> PresentedToken | None:
         return find_presented_token(
-            request_session(), current_provider().verifier, token_string, token_type_hint
+            request_session(), self.provider.verifier, token_string, token_type_hint
         )
 
     def authenticate_token(
@@ -61,33 +65,32 @@ class EchoRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
             session,
             EventType.TOKEN_REVOKED,
             reason="not_token_owner",
-            window_seconds=current_provider().settings.audit_refusal_window,
+            window_seconds=self.provider.settings.audit_refusal_window,
             context=request_context(),
             client_id=client.get_client_id(),
             token=token.raw,
             details={"token_type": token.kind},
+            audit=self.provider.audit,
         )
         session.commit()
         return None
 
     def revoke_token(self, token: PresentedToken, request: OAuth2Request) -> None:
-        session = request_session()
-        revocations = Revocations(session)
+        """Revoke ``token`` (a refresh token: its whole family) and record it, committed
+        before the answer."""
+        revocations = Revocations(request_session())
         if token.refresh is not None:
             revocations.revoke_family(token.refresh.family_id, "revoked")
         else:
             revocations.revoke_access_token(token.claims["jti"], int(token.claims["exp"]))
-        record(
-            session,
+        record_for_request(
             EventType.TOKEN_REVOKED,
-            context=request_context(),
             client_id=token.client_id,
             # a client-credentials token has the client as sub: not a person, nothing to map
             user=sub if (sub := token.claims.get("sub")) != token.client_id else None,
             token=token.raw,
             details={"token_type": token.kind},
         )
-        session.commit()
 
 
 @bp.post("/revoke")

@@ -5,6 +5,11 @@ the body, each once, one client authentication method). Failed requests, those r
 included, count against ``ECHO_TOKEN_FAILURE_RATE_LIMIT`` per client IP (successful ones do
 not, so busy services are never throttled) and are audited. An IP over the limit gets
 429 with ``Retry-After`` before its request is looked at.
+
+The grants and the provider's ``save_token`` only add to the request's session; this view
+commits once, after the response is made: on success the claimed code or refresh token, the
+tokens' records and the issuance event together; on failure whatever the refused request
+must keep (a burnt code, a revoked family) with its refusal.
 """
 
 from __future__ import annotations
@@ -13,20 +18,19 @@ import json
 from functools import cache
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from flask import Response, current_app, request
+from flask import Response, request
 
 from echo_identity.audit.events import EventType
 from echo_identity.audit.refusals import record_refusal
 from echo_identity.config import Settings
-from echo_identity.db import request_session
 from echo_identity.idp.endpoints.blueprint import bp
 from echo_identity.idp.endpoints.client_request import (
     check_client_request,
     claimed_client_id,
     well_formed,
 )
-from echo_identity.idp.provider_state import current_provider
-from echo_identity.web.context import request_context
+from echo_identity.idp.provider import Provider
+from echo_identity.web.context import request_context, request_session, service
 from echo_identity.web.csrf import csrf_exempt
 from echo_identity.web.errors import error_response
 from echo_identity.web.rate_limits import FailureLimit, limiter
@@ -38,7 +42,7 @@ def _failure_limit(value: str) -> FailureLimit:
 
 
 def failure_limit() -> FailureLimit:
-    settings: Settings = current_app.extensions["echo.settings"]
+    settings = service(Settings)
     return _failure_limit(settings.token_failure_rate_limit)
 
 
@@ -60,7 +64,7 @@ def token() -> Response:
         )
         refused.headers["Retry-After"] = str(retry_after)
         return refused
-    server = current_provider().authorization_server()
+    server = service(Provider).server
     try:
         check_client_request(request)
     except OAuth2Error as error:
@@ -71,31 +75,31 @@ def token() -> Response:
         failure_limit().spend(ip)
     if response.status_code >= 400:
         _audit_failure(response)
+    request_session().commit()
     return response
 
 
 def _audit_failure(response: Response) -> None:
-    """Record a refused token request, aggregated: repeats of the same refusal from one address
-    within ``ECHO_AUDIT_REFUSAL_WINDOW`` are counted, not stored one by one. The client id is
-    part of the key only when it names a registered client, so guessed ids cannot make every
-    request a new window."""
+    """Record a refused token request on the request's session (the view commits), aggregated:
+    repeats of the same refusal from one address within ``ECHO_AUDIT_REFUSAL_WINDOW`` are
+    counted, not stored one by one. The client id is part of the key only when it names a
+    registered client, so guessed ids cannot make every request a new window."""
     try:
         error = json.loads(response.get_data()).get("error", "unknown")
     except ValueError:
         error = "unknown"
     # only well-formed values reach the trail: a NUL would fail the insert on PostgreSQL
     claimed = claimed_client_id(request)
-    provider = current_provider()
+    provider = service(Provider)
     client_id = claimed if claimed and provider.client(claimed) is not None else None
     grant_type = request.form.get("grant_type", "")
-    session = request_session()
     record_refusal(
-        session,
+        request_session(),
         EventType.TOKEN_REQUEST_FAILED,
         reason=str(error)[:64],
         window_seconds=provider.settings.audit_refusal_window,
         context=request_context(),
         client_id=client_id,
         details={"grant_type": grant_type[:40] if well_formed(grant_type) else "?"},
+        audit=provider.audit,
     )
-    session.commit()

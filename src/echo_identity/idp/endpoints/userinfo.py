@@ -11,13 +11,11 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
-from echo_identity.db import request_session
+from echo_identity.audit.service import record_for_request
 from echo_identity.idp.bearer import USERINFO_API, BearerGrant, authorize_bearer, refuse
 from echo_identity.idp.endpoints.blueprint import bp
 from echo_identity.idp.errors import BearerError, InvalidBearerTokenError
 from echo_identity.idp.userinfo import user_claims
-from echo_identity.web.context import request_context
 from echo_identity.web.csrf import csrf_exempt
 
 
@@ -32,15 +30,11 @@ def userinfo() -> Response:
     except BearerError as exc:
         return refuse(USERINFO_API, exc, grant=grant)
     claims = user_claims(grant.user, " ".join(grant.scopes))
-    session = request_session()
-    record(
-        session,
+    record_for_request(
         EventType.USERINFO_READ,
-        context=request_context(),
         client_id=grant.client_id,
         user=grant.user_sub,
         token=grant.token,
         details={"claims": sorted(claims)},
     )
-    session.commit()
     return jsonify(claims)

@@ -13,15 +13,14 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Response, jsonify, request
 
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
-from echo_identity.db import request_session
+from echo_identity.audit.service import record_for_request
 from echo_identity.idp.clients import AuthlibClient
 from echo_identity.idp.endpoints.blueprint import bp
 from echo_identity.idp.endpoints.client_request import check_client_request
 from echo_identity.idp.errors import InvalidTokenError
-from echo_identity.idp.provider_state import current_provider
+from echo_identity.idp.provider import Provider
 from echo_identity.idp.revocation import Revocations
-from echo_identity.web.context import request_context
+from echo_identity.web.context import request_session, service
 from echo_identity.web.csrf import csrf_exempt
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -50,7 +49,8 @@ def verify() -> Response:
         check_client_request(request)
     except OAuth2Error as error:
         return _refused(error)
-    server = current_provider().authorization_server()
+    provider = service(Provider)
+    server = provider.server
     try:
         client: AuthlibClient = server.authenticate_client(
             server.create_oauth2_request(request), CLIENT_AUTH_METHODS, "verify"
@@ -58,34 +58,27 @@ def verify() -> Response:
     except OAuth2Error:
         return _inactive("invalid_client", "Authenticate the calling client.")
     token = request.form.get("token", "")
-    session = request_session()
     try:
         if not token:
             raise InvalidTokenError("Send the token in the 'token' form field.", "invalid_request")
-        claims = current_provider().verifier.verify_access_token(token, client.identities())
-        problem = Revocations(session).access_token_problem(claims)
+        claims = provider.verifier.verify_access_token(token, client.identities())
+        problem = Revocations(request_session()).access_token_problem(claims)
         if problem is not None:
             raise problem
     except InvalidTokenError as exc:
-        record(
-            session,
+        record_for_request(
             EventType.TOKEN_VERIFIED,
-            context=request_context(),
             outcome="failure",
             client_id=client.client_id,
             token=token or None,
             details={"error": exc.code},
         )
-        session.commit()
         return _inactive(exc.code, exc.description)
-    record(
-        session,
+    record_for_request(
         EventType.TOKEN_VERIFIED,
-        context=request_context(),
         client_id=client.client_id,
         # a client-credentials token has the client as sub: not a person, nothing to map
         user=claims["sub"] if claims.get("sub") != claims.get("client_id") else None,
         token=token,
     )
-    session.commit()
     return jsonify(active=True, **claims)

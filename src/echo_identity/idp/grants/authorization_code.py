@@ -4,6 +4,10 @@ Codes are random, stored as digests, single-use and short-lived. A second redemp
 refused with ``invalid_grant`` and revokes every token the first redemption produced
 (RFC 6749 §4.1.2, RFC 9700 §4.5). A code issued before its user was disabled or changed their
 password (``users.tokens_not_before``) is refused with ``invalid_grant`` too.
+
+The hooks only add to the request's session; the endpoint commits once (``/authorize`` after
+the code is saved, ``/token`` after the tokens are), so a redeemed code and the tokens it
+produced are committed together.
 """
 
 from __future__ import annotations
@@ -27,18 +31,17 @@ from echo_identity.accounts.credentials import (
 from echo_identity.accounts.models import User
 from echo_identity.accounts.session_cookie import current_session
 from echo_identity.audit.events import EventType
-from echo_identity.audit.service import record
 from echo_identity.crypto.digests import lookup_digest
 from echo_identity.crypto.secret_formats import SecretKind, mint
-from echo_identity.db import request_session, utcnow
+from echo_identity.db import utcnow
 from echo_identity.idp.clients import AuthlibClient
 from echo_identity.idp.models import AuthorizationCode
 from echo_identity.idp.owner import ResourceOwner
-from echo_identity.idp.provider_state import current_provider
+from echo_identity.idp.provider import Provider
 from echo_identity.idp.revocation import revoke_after_reuse
 from echo_identity.idp.tokens import sign_id_token
 from echo_identity.idp.userinfo import user_claims
-from echo_identity.web.context import request_context
+from echo_identity.web.context import request_context, request_session
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
@@ -50,15 +53,21 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         """A recognisable code (``echo_ac_…``) instead of Authlib's 48 random characters."""
         return mint(SecretKind.AUTHORIZATION_CODE)
 
+    @property
+    def provider(self) -> Provider:
+        provider: Provider = self.server.provider
+        return provider
+
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
-        """Store the code (as its digest) and audit it, in one commit.
+        """Add the code (as its digest) and its audit event to the request's session
+        (/authorize commits them).
 
         Raises ``access_denied`` when the user's credentials were revoked (disable, password
         change or reset) after this browser session signed in: the user row is read ``FOR
         SHARE`` first, so a concurrent revocation either waits for this commit (and deletes the
         code) or has committed before (and is seen here).
         """
-        provider = current_provider()
+        provider = self.provider
         owner: ResourceOwner = request.user
         session = request_session()
         user = _locked_user(owner.user.id)
@@ -91,7 +100,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                 expires_at=now + timedelta(seconds=provider.settings.auth_code_ttl),
             )
         )
-        record(
+        provider.audit.record(
             session,
             EventType.CODE_ISSUED,
             context=request_context(),
@@ -99,14 +108,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             user=owner.user.sub,
             token=code,
         )
-        session.commit()
+        session.flush()
 
     def query_authorization_code(
         self, code: str, client: AuthlibClient
     ) -> AuthorizationCode | None:
         """The unexpired, unredeemed code of this client, claimed atomically; else ``None``.
 
-        A code presented again after redemption revokes the tokens it produced.
+        A code presented again after redemption revokes the tokens it produced. The claim is
+        committed by /token with the tokens (once): a concurrent redemption of the same code
+        waits for that commit, then finds the code redeemed and revokes its family.
         """
         session = request_session()
         row = session.scalar(
@@ -124,7 +135,6 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             .where(AuthorizationCode.id == row.id, AuthorizationCode.redeemed_at.is_(None))
             .values(redeemed_at=utcnow())
         )
-        session.commit()
         if not claimed.rowcount:  # type: ignore[attr-defined]
             # A concurrent request redeemed it first, or a credentials revocation deleted it.
             current = session.scalar(
@@ -140,6 +150,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
     def _revoke_reused(self, row: AuthorizationCode, code: str) -> None:
         revoke_after_reuse(
             request_session(),
+            self.provider.audit,
             EventType.CODE_REUSE_DETECTED,
             row.family_id,
             row.client_id,
@@ -201,7 +212,14 @@ class StrictCodeChallenge(CodeChallenge):  # type: ignore[misc]
 
 
 class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
-    """ID tokens for the code flow, signed with the client's registered algorithm."""
+    """ID tokens for the code flow, signed with the client's registered algorithm.
+
+    An extension of the code grant, not a grant: it has no server, so it is given the
+    provider whose keys sign its tokens."""
+
+    def __init__(self, provider: Provider, require_nonce: bool = False) -> None:
+        super().__init__(require_nonce=require_nonce)
+        self.provider = provider
 
     def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
         found = request_session().scalar(
@@ -216,7 +234,7 @@ class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]
         return user_claims(user.user, scope)
 
     def encode_id_token(self, token: dict[str, Any], request: OAuth2Request) -> str:
-        provider = current_provider()
+        provider = self.provider
         client: AuthlibClient = request.client
         alg = client.id_token_signed_response_alg
         now = int(time.time())

@@ -4,6 +4,9 @@ Every use rotates the token. Presenting a token that was already rotated means t
 hold it; the whole family (every token from the same authorization) is revoked and a
 high-severity audit event recorded. A family created before its user was disabled or changed
 their password (``users.tokens_not_before``) is refused with ``invalid_grant``.
+
+The hooks only add to the request's session; /token commits once, so the rotation of the old
+token and the new tokens are committed together.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from echo_identity.accounts.credentials import credentials_void
 from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType
 from echo_identity.crypto.digests import lookup_digest
-from echo_identity.db import request_session, utcnow
+from echo_identity.db import utcnow
 from echo_identity.idp.grants.authorization_code import CLIENT_AUTH_METHODS
 from echo_identity.idp.models import RefreshToken, TokenFamily
 from echo_identity.idp.owner import ResourceOwner
+from echo_identity.idp.provider import Provider
 from echo_identity.idp.revocation import revoke_after_reuse
-from echo_identity.web.context import request_context
+from echo_identity.web.context import request_context, request_session
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
@@ -35,14 +39,15 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         self.request.client = client
         token: RefreshToken = self._validate_request_token(client)
         self._validate_token_scope(token)
-        # Claim the token only now, so a request refused for its scope does not burn it.
+        # Claim the token only now, so a request refused for its scope does not burn it. A
+        # concurrent use of the same token waits for this request's commit, then finds it
+        # rotated: reuse.
         session = request_session()
         claimed = session.execute(
             update(RefreshToken)
             .where(RefreshToken.id == token.id, RefreshToken.rotated_at.is_(None))
             .values(rotated_at=utcnow())
         )
-        session.commit()
         if not claimed.rowcount:  # type: ignore[attr-defined]
             self._revoke_reused(token, self.request.form["refresh_token"])
             raise InvalidGrantError()
@@ -68,8 +73,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return row
 
     def _revoke_reused(self, row: RefreshToken, presented: str) -> None:
+        provider: Provider = self.server.provider
         revoke_after_reuse(
             request_session(),
+            provider.audit,
             EventType.TOKEN_REUSE_DETECTED,
             row.family_id,
             row.client_id,
