@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +14,28 @@ from echo_identity.config import Settings
 from echo_identity.db import Database
 from tests.support.databases import fresh_database_url
 from tests.support.environment import app_environment, settings_for
+
+
+@pytest.fixture(autouse=True)
+def _databases_close_their_connections_with_the_test() -> Iterator[None]:
+    """Every :class:`Database` made during a test (by the test, an in-process server or a CLI
+    command) has its pool disposed when the test ends. In one process an engine nobody
+    disposed is closed by the garbage collector, at a random later moment, and psycopg reports
+    each connection it finds open then as a ResourceWarning (an error here)."""
+    created: weakref.WeakSet[Database] = weakref.WeakSet()
+    original = Database.__init__
+
+    def tracked(self: Database, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        created.add(self)
+
+    Database.__init__ = tracked  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Database.__init__ = original  # type: ignore[method-assign]
+        for database in list(created):
+            database.dispose()  # an engine stays usable: its pool reconnects on demand
 
 
 @pytest.fixture

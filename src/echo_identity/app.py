@@ -51,7 +51,6 @@ def create_app(
     headers.init_app(app, production=settings.production)
     errors.init_app(app)
     csrf.init_app(app)
-    rate_limits.init_app(app, settings)
     health.init_app(app)  # /healthz, /readyz (database, Redis)
     account_views.init_app(app)  # /login, /account pages
     idp_app.init_app(app, services)  # the OpenID provider's grants and endpoints
@@ -63,4 +62,5 @@ def create_app(
         [AuditCounters(services.database)],
         check_token=static_bearer_refusal,
     )  # /metrics
+    rate_limits.init_app(app, settings)  # last: it applies the limits every view declared
     return app

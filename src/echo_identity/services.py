@@ -25,6 +25,7 @@ from echo_identity.accounts.sessions import (
 from echo_identity.audit.keys import AuditSigner
 from echo_identity.audit.pseudonyms import Pseudonyms
 from echo_identity.audit.service import AuditTrail
+from echo_identity.clock import SYSTEM_CLOCK, Clock
 from echo_identity.config import Settings
 from echo_identity.db import Database
 from echo_identity.idp.credentials import revoke_user_grants
@@ -40,6 +41,7 @@ class Services:
     """Everything the application's code is handed; one instance per app, worker or command."""
 
     settings: Settings
+    clock: Clock
     database: Database
     keyrings: KeyringFactory
     passwords: Passwords
@@ -53,9 +55,12 @@ class Services:
     readiness: Readiness
 
 
-def build_services(settings: Settings, database: Database | None = None) -> Services:
+def build_services(
+    settings: Settings, database: Database | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> Services:
     """Build every collaborator for ``settings`` (on ``database`` when given, else on
-    ``ECHO_DATABASE_URL``). Connects to nothing yet: engines and Redis clients are lazy."""
+    ``ECHO_DATABASE_URL``; time from ``clock``, which tests move). Connects to nothing yet:
+    engines and Redis clients are lazy."""
     database = database or Database(settings.database_url)
     keyrings = keyring_factory(settings)
     pseudonyms = Pseudonyms.from_secret(settings.secret_key_bytes())
@@ -65,6 +70,7 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
     )
     return Services(
         settings=settings,
+        clock=clock,
         database=database,
         keyrings=keyrings,
         passwords=passwords,
@@ -75,8 +81,8 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
         pseudonyms=pseudonyms,
         audit=audit,
         audit_signer=AuditSigner(keyrings),
-        provider=build_provider(settings, database, keyrings, audit),
-        vault=build_runtime(settings, keyrings, audit),
+        provider=build_provider(settings, database, keyrings, audit, clock),
+        vault=build_runtime(settings, keyrings, audit, clock),
         readiness=readiness_for(settings, database),
     )
 

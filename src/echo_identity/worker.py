@@ -31,6 +31,7 @@ from echo_identity.audit.monitoring import Monitoring, monitoring_pass
 from echo_identity.audit.refusals import close_refusal_windows
 from echo_identity.audit.sealer import seal_events
 from echo_identity.audit.service import AuditTrail
+from echo_identity.clock import SYSTEM_CLOCK, Clock
 from echo_identity.config import Settings
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.cleanup import Retention, purge_expired
@@ -73,12 +74,16 @@ class WorkerJobs:
             signer=services.audit_signer,
             seal_grace=settings.audit_seal_grace,
             interval=settings.worker_interval,
+            clock=services.clock.now,
         )
 
 
-def build_worker(settings: Settings, database: Database | None = None) -> WorkerJobs:
-    """The worker's jobs for ``settings``, on ``database`` when given (the CLI checked it)."""
-    return WorkerJobs.from_services(build_services(settings, database))
+def build_worker(
+    settings: Settings, database: Database | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> WorkerJobs:
+    """The worker's jobs for ``settings``, on ``database`` when given (the CLI checked it),
+    reading time from ``clock``."""
+    return WorkerJobs.from_services(build_services(settings, database, clock=clock))
 
 
 @dataclass(frozen=True)

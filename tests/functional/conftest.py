@@ -25,8 +25,11 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]
 
 @pytest.fixture(scope="session")
 def prod_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A production-mode server behind one trusted proxy hop with an https issuer."""
-    with running_server(tmp_path_factory.mktemp("prod"), production=True) as server:
+    """A production-mode server behind one trusted proxy hop with an https issuer, with the
+    default token failure limit (its callers come from addresses of their own)."""
+    with running_server(
+        tmp_path_factory.mktemp("prod"), production=True, ECHO_TOKEN_FAILURE_RATE_LIMIT="30/minute"
+    ) as server:
         yield server
 
 

@@ -33,7 +33,9 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wsgi import LimitedStream
 
 from echo_identity import migrations
+from echo_identity.clock import SYSTEM_CLOCK, Clock
 from echo_identity.db import Database
+from echo_identity.web.context import services_of
 from tests.support.databases import fresh_database_url
 from tests.support.environment import app_environment, settings_for
 from tests.support.logs import capture_into, install_test_logging
@@ -182,13 +184,17 @@ def ensure_signing_keys(database: Database, env: dict[str, str]) -> None:
     keys.ensure_signing_keys(database, keyring_factory(settings), key_schedule(settings))
 
 
-def start_server(env: dict[str, str], log_path: Path, *, migrate: bool = True) -> LiveServer:
+def start_server(
+    env: dict[str, str], log_path: Path, *, migrate: bool = True, clock: Clock = SYSTEM_CLOCK
+) -> LiveServer:
     """Migrate the database, build the app for ``env`` and serve it from a daemon thread.
 
-    A development server without an explicit ``ECHO_ISSUER`` gets its own URL as issuer.
+    A development server without an explicit ``ECHO_ISSUER`` gets its own URL as issuer; the
+    app reads time from ``clock`` (a test's ``MovableClock`` jumps ahead instead of sleeping).
     Raises ``ConfigError`` when ``env`` is not a valid configuration.
     """
     from echo_identity.app import create_app
+    from echo_identity.services import build_services
 
     install_test_logging()
     http: BaseWSGIServer = make_server(
@@ -202,7 +208,7 @@ def start_server(env: dict[str, str], log_path: Path, *, migrate: bool = True) -
             migrations.upgrade(database)
         ensure_signing_keys(database, env)
         database.dispose()
-        app = create_app(settings)
+        app = create_app(settings, services=build_services(settings, clock=clock))
     except BaseException:
         http.server_close()
         raise
@@ -216,6 +222,8 @@ def start_server(env: dict[str, str], log_path: Path, *, migrate: bool = True) -
         http.shutdown()
         http.server_close()
         thread.join(timeout=10)
+        # Its pool's connections close now, not whenever the garbage collector finds them.
+        services_of(app).database.dispose()
         log_path.write_text("\n".join(server._lines) + "\n")
 
     server._stop = stop

@@ -27,13 +27,14 @@ from echo_identity.audit.screen_refusals import audit_refusals_of
 from echo_identity.audit.service import AuditTrail, record_for_request
 from echo_identity.config import Settings
 from echo_identity.logs import get_logger
+from echo_identity.web import rate_limits
 from echo_identity.web.context import (
     release_request_session,
     request_context,
     request_session,
     service,
 )
-from echo_identity.web.rate_limits import limiter, login_limit
+from echo_identity.web.rate_limits import login_limit
 from echo_identity.web.redirects import safe_next
 
 bp = Blueprint("accounts", __name__)
@@ -74,7 +75,7 @@ def _record_lockout(limit: RequestLimit) -> None:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(login_limit, methods=["POST"], on_breach=_record_lockout)
+@rate_limits.limit(login_limit, methods=["POST"], on_breach=_record_lockout)
 def login() -> str | WerkzeugResponse | tuple[str, int]:
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
@@ -148,7 +149,7 @@ def end_session(sid: str) -> WerkzeugResponse:
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
-@limiter.limit(login_limit, methods=["POST"], on_breach=_record_lockout)
+@rate_limits.limit(login_limit, methods=["POST"], on_breach=_record_lockout)
 @login_required
 def change_password() -> str | WerkzeugResponse | tuple[str, int]:
     """The signed-in user's own password change: every other session, code and token of the

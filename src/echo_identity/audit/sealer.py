@@ -181,12 +181,15 @@ def verify_trail(database: Database, *, fetch_size: int = 5000) -> TrailStatus:
             chain.SealedEvent(int(row.chain_seq), str(row.chain_hash), _chained(row._mapping))
             for row in rows
         )
-        report = chain.verify_chain(
-            events,
-            checkpoints,
-            public_keys,
-            first_misplaced_unsealed=misplaced,
-        )
+        try:
+            report = chain.verify_chain(
+                events,
+                checkpoints,
+                public_keys,
+                first_misplaced_unsealed=misplaced,
+            )
+        finally:
+            rows.close()  # verification stops at the first damage: release the server cursor
     return TrailStatus(report, int(unsealed or 0))
 
 

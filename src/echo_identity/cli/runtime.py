@@ -47,6 +47,9 @@ def database_or_exit(settings: Settings, *, require_migrated: bool = True) -> Da
     from echo_identity.migrations import is_up_to_date  # Alembic: only for commands that need it
 
     database = Database(settings.database_url)
+    context = click.get_current_context(silent=True)
+    if context is not None:  # the pool's connections close with the command, however it ends
+        context.call_on_close(database.dispose)
     if not database.ping():
         fail("cannot reach the database named by ECHO_DATABASE_URL; is it running?")
     if require_migrated and not is_up_to_date(database):

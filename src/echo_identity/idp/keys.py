@@ -20,8 +20,7 @@ of a database outage); the next reload after it is back picks up any rotation.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
+from echo_identity.clock import SYSTEM_CLOCK, Clock
 from echo_identity.crypto.jwk import ALGORITHMS, JWTKey, generate_key
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.models import SigningKey
@@ -194,7 +194,7 @@ class SigningKeys:
         database: Database,
         keyring_for: KeyringFactory,
         schedule: KeySchedule,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._database = database
         self._keyring_for = keyring_for
@@ -205,7 +205,7 @@ class SigningKeys:
         self._current: _KeySet | None = None
 
     def _stale(self) -> bool:
-        return time.monotonic() - self._loaded_at >= RELOAD_SECONDS
+        return self._clock.monotonic() - self._loaded_at >= RELOAD_SECONDS
 
     def _refresh(self, force: bool = False) -> _KeySet:
         """The current key set, reloaded first when it is stale (or ``force``).
@@ -228,7 +228,7 @@ class SigningKeys:
                 if self._current is None:
                     raise
                 log.warning("signing_keys_reload_failed", error_type=type(exc).__name__)
-            self._loaded_at = time.monotonic()
+            self._loaded_at = self._clock.monotonic()
             return self._current
         finally:
             self._lock.release()
@@ -252,10 +252,10 @@ class SigningKeys:
     def signing_key(self, alg: str) -> LoadedKey:
         """The key that signs ``alg`` now; raises ``LookupError`` when there is none."""
         current = self._refresh()
-        info = self.schedule.signing(current.infos, alg, self._clock())
+        info = self.schedule.signing(current.infos, alg, self._clock.now())
         if info is None:
             current = self._refresh(force=True)
-            info = self.schedule.signing(current.infos, alg, self._clock())
+            info = self.schedule.signing(current.infos, alg, self._clock.now())
         if info is None:
             raise LookupError(f"no active {alg} signing key; run: echo-identity keys rotate")
         return current.keys[info.kid]
@@ -265,11 +265,11 @@ class SigningKeys:
         current = self._refresh()
         if kid not in current.public:
             current = self._refresh(force=True)
-        published = {k.kid for k in self.schedule.published(current.infos, self._clock())}
+        published = {k.kid for k in self.schedule.published(current.infos, self._clock.now())}
         return current.keys.get(kid) if kid in published else None
 
     def jwks(self) -> dict[str, Any]:
         """The public JWK Set: pending, signing and still-needed superseded keys."""
         current = self._refresh()
-        published = self.schedule.published(current.infos, self._clock())
+        published = self.schedule.published(current.infos, self._clock.now())
         return {"keys": [dict(current.public[k.kid]) for k in published]}

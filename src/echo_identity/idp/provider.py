@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from echo_identity.audit.events import EventType
 from echo_identity.audit.service import AuditTrail
+from echo_identity.clock import SYSTEM_CLOCK, Clock
 from echo_identity.config import Settings
 from echo_identity.crypto.digests import lookup_digest, random_token
 from echo_identity.crypto.secret_formats import SecretKind, mint
@@ -256,11 +257,16 @@ class Provider:
 
 
 def build_provider(
-    settings: Settings, database: Database, keyrings: KeyringFactory, audit: AuditTrail
+    settings: Settings,
+    database: Database,
+    keyrings: KeyringFactory,
+    audit: AuditTrail,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Provider:
-    """The provider for ``settings`` on ``database``: signing keys protected by ``keyrings``,
-    token events recorded through ``audit``. Connects to nothing yet."""
-    keys = SigningKeys(database, keyrings, key_schedule(settings))
+    """The provider for ``settings`` on ``database``: signing keys protected by ``keyrings``
+    and scheduled by ``clock``, token events recorded through ``audit``. Connects to nothing
+    yet."""
+    keys = SigningKeys(database, keyrings, key_schedule(settings), clock)
     return Provider(
         settings=settings,
         database=database,

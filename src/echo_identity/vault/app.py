@@ -10,11 +10,11 @@ from __future__ import annotations
 from flask import Flask
 
 from echo_identity.vault import api, views
-from echo_identity.web.rate_limits import api_limit, limiter
+from echo_identity.web.rate_limits import api_limit, limit_blueprint
 
 
 def init_app(app: Flask) -> None:
     """Register the connect pages and the /api/v1 vault API (rate-limited per client IP)."""
     app.register_blueprint(views.bp)
-    limiter.limit(api_limit)(api.bp)  # every /api/v1 call, per client IP
+    limit_blueprint(api.bp, api_limit)  # every /api/v1 call, per client IP
     app.register_blueprint(api.bp)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from echo_identity.audit.service import AuditTrail
+from echo_identity.clock import SYSTEM_CLOCK, Clock
 from echo_identity.config import Settings
 from echo_identity.crypto.digests import derive_key
 from echo_identity.db import utcnow
@@ -48,10 +49,11 @@ class VaultRuntime:
 
 
 def build_runtime(
-    settings: Settings, keyring_for: KeyringFactory, audit: AuditTrail
+    settings: Settings, keyring_for: KeyringFactory, audit: AuditTrail, clock: Clock = SYSTEM_CLOCK
 ) -> VaultRuntime:
     """The vault's collaborators for ``settings`` (called by the wiring point only)."""
     return VaultRuntime(
+        clock=clock.now,
         keyring_for=keyring_for,
         upstream=Upstream(),
         audit=audit,

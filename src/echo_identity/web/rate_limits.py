@@ -1,25 +1,71 @@
 """Rate limits (Flask-Limiter): per client IP, shared through Redis when ``ECHO_REDIS_URL`` is set.
 
 The client IP is ``request.remote_addr`` after ``ProxyFix``, so only the configured trusted
-proxy hops can change it. Limits are declared on the views that need them, e.g.::
+proxy hops can change it. Views and blueprints declare their limits when they are defined::
 
-    @limiter.limit(login_limit, methods=["POST"])
+    @bp.post("/login")
+    @rate_limits.limit(login_limit, methods=["POST"])
+
+and :func:`init_app`, called once every blueprint is registered, gives each app a limiter of
+its own (its storage, its key prefix) and applies the declarations to it: two apps in one
+process never share counters or a storage.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
-from flask import Flask
-from flask_limiter import Limiter
+from flask import Blueprint, Flask, current_app
+from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
 
 from echo_identity.config import Settings
 from echo_identity.web.context import service
 
-limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
+F = TypeVar("F", bound=Callable[..., Any])
+_LIMITS = "echo_rate_limits"
+_EXEMPT = "echo_rate_limit_exempt"
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A limit a view or blueprint asked for: its value (read per request), the methods it
+    applies to (all when ``None``) and what to do on breach."""
+
+    value: Callable[[], str]
+    methods: list[str] | None = None
+    on_breach: Callable[[RequestLimit], Any] | None = None
+
+
+def limit(
+    value: Callable[[], str],
+    *,
+    methods: list[str] | None = None,
+    on_breach: Callable[[RequestLimit], Any] | None = None,
+) -> Callable[[F], F]:
+    """Declare a per-IP limit on a view (applied by :func:`init_app`)."""
+
+    def declare(view: F) -> F:
+        setattr(view, _LIMITS, [*getattr(view, _LIMITS, []), Declared(value, methods, on_breach)])
+        return view
+
+    return declare
+
+
+def exempt(view: F) -> F:
+    """Declare a view exempt from the default limits (it limits itself)."""
+    setattr(view, _EXEMPT, True)
+    return view
+
+
+def limit_blueprint(blueprint: Blueprint, value: Callable[[], str]) -> None:
+    """Declare a per-IP limit on every route of ``blueprint``."""
+    setattr(blueprint, _LIMITS, [*getattr(blueprint, _LIMITS, []), Declared(value)])
 
 
 def login_limit() -> str:
@@ -30,10 +76,31 @@ def api_limit() -> str:
     return service(Settings).api_rate_limit
 
 
-def init_app(app: Flask, settings: Settings) -> None:
+def init_app(app: Flask, settings: Settings) -> Limiter:
+    """Give ``app`` its own limiter and apply every declaration of its views and blueprints;
+    call it after the last blueprint is registered."""
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url or "memory://"
     app.config["RATELIMIT_KEY_PREFIX"] = settings.redis_namespace
+    limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
     limiter.init_app(app)
+    for endpoint, registered in list(app.view_functions.items()):
+        view: Any = registered
+        if getattr(view, _EXEMPT, False):
+            limiter.exempt(view)
+        for declared in getattr(view, _LIMITS, []):
+            view = limiter.limit(
+                declared.value, methods=declared.methods, on_breach=declared.on_breach
+            )(view)
+        app.view_functions[endpoint] = view
+    for blueprint in app.blueprints.values():
+        for declared in getattr(blueprint, _LIMITS, []):
+            limiter.limit(declared.value)(cast(Blueprint, blueprint))
+    return limiter
+
+
+def _current_limiter() -> Limiter:
+    limiter: Limiter = next(iter(current_app.extensions["limiter"]))
+    return limiter
 
 
 class FailureLimit:
@@ -54,7 +121,7 @@ class FailureLimit:
 
     def retry_after(self, ip: str) -> int | None:
         """Seconds until ``ip`` may try again, or ``None`` while it is within the limit."""
-        strategy = limiter.limiter
+        strategy = _current_limiter().limiter
         key = self._key(ip)
         for item in self._items:
             if not strategy.test(item, *key):
@@ -64,7 +131,7 @@ class FailureLimit:
 
     def spend(self, ip: str) -> None:
         """Count one failure from ``ip`` against every window of the limit."""
-        strategy = limiter.limiter
+        strategy = _current_limiter().limiter
         key = self._key(ip)
         for item in self._items:
             strategy.hit(item, *key)

@@ -238,7 +238,7 @@ def test_refusals_count_against_the_token_failure_limit(
     auth = (service_a.client_id, _secret(service_a))
     duplicated = "grant_type=client_credentials&grant_type=client_credentials"
     statuses = {caller.post("/token", duplicated, auth=auth).status_code for _ in range(30)}
-    assert statuses == {400}  # ECHO_TOKEN_FAILURE_RATE_LIMIT defaults to 30/minute
+    assert statuses == {400}  # ECHO_TOKEN_FAILURE_RATE_LIMIT: 30/minute (the default)
     good = caller.post("/token", _form(grant_type="client_credentials"), auth=auth)
     assert good.status_code == 429
 

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from echo_identity import migrations
 from echo_identity.db import Database
-from echo_identity.idp import keys as idp_keys
 from echo_identity.idp.keys import RELOAD_SECONDS, SigningKeys, ensure_signing_keys
 from echo_identity.idp.provider import key_schedule
 from echo_identity.keys.kek_providers import keyring_factory
 from tests.factories import TestUser, create_user
 from tests.support.browser import Browser, csrf_token
+from tests.support.clock import MovableClock
 from tests.support.databases import POSTGRES_URL, fresh_database_url
 from tests.support.environment import app_environment, settings_for
 from tests.support.oidc import client_credentials_token, service_client
@@ -125,14 +124,17 @@ def test_during_a_database_outage_jwks_and_discovery_answer_from_memory(
 ) -> None:
     assert POSTGRES_URL, "set ECHO_TEST_DATABASE_URL (make test-postgres)"
     with fresh_database_url(tmp_path) as url, database_proxy(url) as proxy:
-        server = start_server(app_environment(tmp_path / "var", proxy.url), tmp_path / "server.log")
+        clock = MovableClock()
+        server = start_server(
+            app_environment(tmp_path / "var", proxy.url), tmp_path / "server.log", clock=clock
+        )
         try:
             service = service_client(server)
             keys_before = httpx.get(f"{server.base_url}/jwks").json()
             metadata_before = httpx.get(f"{server.base_url}/.well-known/openid-configuration")
 
             proxy.cut()
-            time.sleep(RELOAD_SECONDS + 0.5)  # past the reload interval: /jwks asks the database
+            clock.advance(RELOAD_SECONDS + 0.5)  # past the reload interval: /jwks asks the database
             for _ in range(3):
                 jwks = httpx.get(f"{server.base_url}/jwks", timeout=10)
                 assert jwks.status_code == 200, jwks.text
@@ -150,22 +152,15 @@ def test_during_a_database_outage_jwks_and_discovery_answer_from_memory(
             assert _wait_until_ready(server).status_code == 200
             rotated = run_cli(server.env, "keys", "rotate", "--alg", "ES256", "--json")
             assert rotated.returncode == 0, rotated.stderr
-            deadline = time.monotonic() + RELOAD_SECONDS + 5
-            published: set[str] = set()
-            while time.monotonic() < deadline:
-                published = {k["kid"] for k in httpx.get(f"{server.base_url}/jwks").json()["keys"]}
-                if len(published) > len(keys_before["keys"]):
-                    break
-                time.sleep(0.5)
+            clock.advance(RELOAD_SECONDS + 0.5)  # the next read reloads the key table
+            published = {k["kid"] for k in httpx.get(f"{server.base_url}/jwks").json()["keys"]}
             assert published > {k["kid"] for k in keys_before["keys"]}  # the rotation arrived
             client_credentials_token(server, service)
         finally:
             server.stop()
 
 
-def test_key_set_is_served_from_memory_while_the_database_file_is_gone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_key_set_is_served_from_memory_while_the_database_file_is_gone(tmp_path: Path) -> None:
     home = tmp_path / "volume"
     home.mkdir()
     url = f"sqlite:///{home / 'echo.db'}"
@@ -174,15 +169,15 @@ def test_key_set_is_served_from_memory_while_the_database_file_is_gone(
     try:
         migrations.upgrade(database)
         ensure_signing_keys(database, keyring_factory(settings), key_schedule(settings))
-        keys = SigningKeys(database, keyring_factory(settings), key_schedule(settings))
+        clock = MovableClock()
+        keys = SigningKeys(database, keyring_factory(settings), key_schedule(settings), clock)
         before = keys.jwks()
 
         database.dispose()  # no open connection survives: every read must open the file
         home.rename(tmp_path / "unmounted")
-        # Past the reload interval (the module's monotonic clock moved, no waiting): the next
-        # read asks the missing database and must keep the keys it has.
-        later = time.monotonic() + RELOAD_SECONDS + 0.1
-        monkeypatch.setattr(idp_keys, "time", SimpleNamespace(monotonic=lambda: later))
+        # Past the reload interval (the clock moved, no waiting): the next read asks the
+        # missing database and must keep the keys it has.
+        clock.advance(RELOAD_SECONDS + 0.1)
         assert keys.jwks() == before
         assert keys.signing_key("ES256").kid in {k["kid"] for k in before["keys"]}
 

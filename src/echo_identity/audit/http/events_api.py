@@ -20,9 +20,10 @@ from echo_identity.audit.service import record_for_request
 from echo_identity.db import Database
 from echo_identity.idp.bearer import AUDIT_EVENTS_API, BearerGrant, authorize_bearer, refuse
 from echo_identity.idp.errors import BearerAccessDeniedError, BearerError
+from echo_identity.web import rate_limits
 from echo_identity.web.context import service
 from echo_identity.web.csrf import csrf_exempt
-from echo_identity.web.rate_limits import api_limit, limiter
+from echo_identity.web.rate_limits import api_limit
 
 bp = Blueprint("audit_api", __name__, url_prefix="/api/v1/audit")
 READ_SCOPE = "audit:read"
@@ -30,7 +31,7 @@ READ_SCOPE = "audit:read"
 
 @bp.get("/events")
 @csrf_exempt
-@limiter.limit(api_limit)
+@rate_limits.limit(api_limit)
 def events() -> Response:
     grant: BearerGrant | None = None
     try:

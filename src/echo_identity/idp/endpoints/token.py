@@ -30,10 +30,11 @@ from echo_identity.idp.endpoints.client_request import (
     well_formed,
 )
 from echo_identity.idp.provider import Provider
+from echo_identity.web import rate_limits
 from echo_identity.web.context import request_context, request_session, service
 from echo_identity.web.csrf import csrf_exempt
 from echo_identity.web.errors import error_response
-from echo_identity.web.rate_limits import FailureLimit, limiter
+from echo_identity.web.rate_limits import FailureLimit
 
 
 @cache
@@ -54,7 +55,7 @@ def _client_error(status: int) -> bool:
 
 @bp.post("/token")
 @csrf_exempt
-@limiter.exempt
+@rate_limits.exempt
 def token() -> Response:
     ip = request.remote_addr or ""
     retry_after = failure_limit().retry_after(ip)

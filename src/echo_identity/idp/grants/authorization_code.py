@@ -130,6 +130,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             return None
         if row.expires_at <= utcnow():
             return None
+        # The user row first, as credentials revocation takes it (UPDATE users, then DELETE
+        # the codes): the claim below holds the code row until /token commits, so claiming
+        # before this lock would let the two wait on each other (a deadlock on PostgreSQL).
+        _locked_user(row.user_id)
         claimed = session.execute(
             update(AuthorizationCode)
             .where(AuthorizationCode.id == row.id, AuthorizationCode.redeemed_at.is_(None))
