@@ -8,6 +8,7 @@ user to reconnect.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,12 +68,27 @@ class Upstream:
         backoff: Sequence[float] = BACKOFF_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._http = http or httpx.Client(timeout=TIMEOUT, follow_redirects=False)
+        self._given = http
+        self._made: httpx.Client | None = None
+        self._lock = threading.Lock()
         self._backoff = backoff
         self._sleep = sleep
 
+    @property
+    def _http(self) -> httpx.Client:
+        """The client, made on first use: building its TLS context costs ~0.2 s, which every
+        CLI command that builds the services would otherwise pay for nothing."""
+        if self._given is not None:
+            return self._given
+        with self._lock:
+            if self._made is None:
+                self._made = httpx.Client(timeout=TIMEOUT, follow_redirects=False)
+            return self._made
+
     def close(self) -> None:
-        self._http.close()
+        client = self._given or self._made
+        if client is not None:
+            client.close()
 
     def _post(self, url: str, data: dict[str, str], client: ClientCredentials) -> httpx.Response:
         last: Exception | None = None
