@@ -4,19 +4,17 @@ tests/process/test_key_rotation.py proves the same across worker processes in re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from joserfc import jws
 
 from echo_identity.idp.keys import RELOAD_SECONDS
 from tests.support.clock import MovableClock
 from tests.support.environment import app_environment
-from tests.support.oidc import client_credentials_token, register_client, service_client
-from tests.support.server import LiveServer, run_cli, start_server
+from tests.support.key_rotation import published_kids, rotate_es256, token_kid, verify
+from tests.support.oidc import client_credentials_token
+from tests.support.server import LiveServer, start_server
 
 PUBLISH_AHEAD = 3600  # far beyond anything real time adds while the test runs
 
@@ -34,41 +32,22 @@ def server(tmp_path: Path, database_url: str, clock: MovableClock) -> Iterator[L
     live.stop()
 
 
-def _kid(token: str) -> str:
-    return str(jws.extract_compact(token.encode()).protected["kid"])
-
-
-def _published(server: LiveServer) -> set[str]:
-    return {k["kid"] for k in httpx.get(f"{server.base_url}/jwks").json()["keys"]}
-
-
 def test_a_staged_key_is_published_at_once_and_signs_only_after_the_publish_ahead_delay(
     server: LiveServer, clock: MovableClock
 ) -> None:
-    client = service_client(server, "--audience", "api://schedule")
-    caller = register_client(
-        server, "--name", "RS", "--grant-type", "client_credentials", "--audience", "api://schedule"
-    )
-    old_token = client_credentials_token(server, client)["access_token"]
-    old_kid = _kid(old_token)
+    rotation = rotate_es256(server, "api://schedule")
 
-    rotated = run_cli(server.env, "keys", "rotate", "--alg", "ES256", "--json")
-    assert rotated.returncode == 0, rotated.stderr
-    new_kid = json.loads(rotated.stdout)["created"][0]["kid"]
+    def signing_kid() -> str:
+        return token_kid(client_credentials_token(server, rotation.client)["access_token"])
 
     clock.advance(RELOAD_SECONDS + 1)  # the server rereads its key table
-    assert new_kid in _published(server)
-    assert _kid(client_credentials_token(server, client)["access_token"]) == old_kid
+    assert rotation.new_kid in published_kids(server)
+    assert signing_kid() == rotation.old_kid
 
     clock.advance(PUBLISH_AHEAD - RELOAD_SECONDS - 60)  # a minute before it is due
-    assert _kid(client_credentials_token(server, client)["access_token"]) == old_kid
+    assert signing_kid() == rotation.old_kid
 
     clock.advance(120)  # a minute after
-    assert _kid(client_credentials_token(server, client)["access_token"]) == new_kid
-    assert old_kid in _published(server)  # still needed: its tokens have not expired
-    verified = httpx.post(
-        f"{server.base_url}/verify",
-        data={"token": old_token},
-        auth=(caller.client_id, caller.client_secret or ""),
-    ).json()
-    assert verified["active"] is True
+    assert signing_kid() == rotation.new_kid
+    assert rotation.old_kid in published_kids(server)  # still needed: its tokens live on
+    assert verify(server, rotation.caller, rotation.old_token)
