@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.factories import TestUser, create_user
 from tests.support.server import LiveServer, running_server
 from tests.support.vault import Upstream, connect_upstream
 
@@ -38,6 +39,12 @@ def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSe
     """A second development server: the third-party OAuth provider of vault tests."""
     with running_server(tmp_path_factory.mktemp("upstream")) as server:
         yield server
+
+
+@pytest.fixture
+def user(dev_server: LiveServer) -> TestUser:
+    """A fresh user on the shared development server."""
+    return create_user(dev_server.env["ECHO_DATABASE_URL"])
 
 
 @pytest.fixture

@@ -17,11 +17,6 @@ from tests.support.server import LiveServer, run_cli
 
 
 @pytest.fixture
-def user(dev_server: LiveServer) -> TestUser:
-    return create_user(dev_server.env["ECHO_DATABASE_URL"])
-
-
-@pytest.fixture
 def browser(dev_server: LiveServer) -> Browser:
     return Browser(dev_server)
 

@@ -7,15 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.factories import TestUser, create_user
+from tests.factories import TestUser
 from tests.support.browser import Browser
 from tests.support.oidc import REDIRECT_URI, RelyingParty, hidden_fields, query_of, web_client
 from tests.support.server import LiveServer, run_cli
-
-
-@pytest.fixture
-def user(dev_server: LiveServer) -> TestUser:
-    return create_user(dev_server.env["ECHO_DATABASE_URL"])
 
 
 @pytest.fixture

@@ -7,15 +7,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.factories import TestUser, create_user
+from tests.factories import TestUser
 from tests.support.browser import Browser
 from tests.support.oidc import LOGOUT_URI, RelyingParty, query_of, web_client
 from tests.support.server import LiveServer
-
-
-@pytest.fixture
-def user(dev_server: LiveServer) -> TestUser:
-    return create_user(dev_server.env["ECHO_DATABASE_URL"])
 
 
 @pytest.fixture

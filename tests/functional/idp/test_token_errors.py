@@ -14,15 +14,10 @@ from echo_identity.audit.models import AuditEvent
 from echo_identity.crypto.digests import lookup_digest
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.models import AuthorizationCode
-from tests.factories import TestUser, create_user
+from tests.factories import TestUser
 from tests.support.browser import Browser
 from tests.support.oidc import RelyingParty, query_of, web_client
 from tests.support.server import LiveServer, run_cli
-
-
-@pytest.fixture
-def user(dev_server: LiveServer) -> TestUser:
-    return create_user(dev_server.env["ECHO_DATABASE_URL"])
 
 
 @pytest.fixture

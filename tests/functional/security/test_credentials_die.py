@@ -57,11 +57,6 @@ def client(dev_server: LiveServer) -> RegisteredClient:
 
 
 @pytest.fixture
-def user(dev_server: LiveServer) -> TestUser:
-    return create_user(dev_server.env["ECHO_DATABASE_URL"])
-
-
-@pytest.fixture
 def server_db(dev_server: LiveServer) -> Iterator[Database]:
     database = Database(dev_server.env["ECHO_DATABASE_URL"])
     yield database

@@ -8,13 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from echo_identity.db import Database
-from tests.factories import TestUser, create_user
 from tests.support.server import LiveServer
-
-
-@pytest.fixture
-def user(dev_server: LiveServer) -> TestUser:
-    return create_user(dev_server.env["ECHO_DATABASE_URL"])
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = CLIENT_AUTH_METHODS
+    _code_user: User | None = None  # the code's user, locked by query_authorization_code
 
     def generate_authorization_code(self) -> str:
         """A recognisable code (``echo_ac_…``) instead of Authlib's 48 random characters."""
@@ -133,7 +134,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         # The user row first, as credentials revocation takes it (UPDATE users, then DELETE
         # the codes): the claim below holds the code row until /token commits, so claiming
         # before this lock would let the two wait on each other (a deadlock on PostgreSQL).
-        _locked_user(row.user_id)
+        # The lock lasts until that commit, so authenticate_user reuses what it read.
+        self._code_user = _locked_user(row.user_id)
         claimed = session.execute(
             update(AuthorizationCode)
             .where(AuthorizationCode.id == row.id, AuthorizationCode.redeemed_at.is_(None))
@@ -173,7 +175,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         concurrent revocation either sees that family (and revokes it) or commits first (and
         its ``tokens_not_before`` refuses the code here).
         """
-        user = _locked_user(authorization_code.user_id)
+        user = self._code_user
+        if user is None or user.id != authorization_code.user_id:
+            user = _locked_user(authorization_code.user_id)
         if user is None or credentials_void(
             authorization_code.created_at,
             disabled=user.disabled,
