@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -47,3 +49,69 @@ def test_importing_the_cli_imports_no_command_family_nor_the_database_layer() ->
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert loaded == "[]"
+
+
+# What a command needs when it runs, never for its --help: settings (pydantic), the database
+# (SQLAlchemy, Alembic), the web stack (Flask, Werkzeug, Authlib), logging (structlog), JOSE
+# (joserfc, cryptography), the server (granian) and the progress bars (rich).
+_LOADED_ONLY_TO_RUN = (
+    "pydantic",
+    "sqlalchemy",
+    "alembic",
+    "flask",
+    "werkzeug",
+    "authlib",
+    "structlog",
+    "joserfc",
+    "cryptography",
+    "granian",
+    "rich",
+)
+_HELP_PROBE = """
+import json, sys
+from echo_identity.cli import main
+for argv in json.loads(sys.argv[1]):
+    try:
+        main([*argv, "--help"], prog_name="echo-identity")
+    except SystemExit as exc:
+        assert exc.code == 0, (argv, exc.code)
+print()
+print(json.dumps(sorted({name.partition(".")[0] for name in sys.modules})))
+"""
+
+
+def _help_invocations(name: str) -> list[list[str]]:
+    command = COMMANDS[name].load()
+    subcommands = sorted(command.commands) if isinstance(command, click.Group) else []
+    return [[name], *([name, sub] for sub in subcommands)]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_of_a_family_and_its_commands_loads_nothing_a_command_needs_only_to_run(
+    name: str,
+) -> None:
+    invocations = _help_invocations(name)
+    done = subprocess.run(
+        [sys.executable, "-c", _HELP_PROBE, json.dumps(invocations)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ECHO_")},
+    )
+    assert done.stdout.count("Usage: echo-identity") == len(invocations)
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert loaded.isdisjoint(_LOADED_ONLY_TO_RUN), sorted(loaded & set(_LOADED_ONLY_TO_RUN))
+
+
+def test_choices_repeated_in_the_cli_are_the_domains_own() -> None:
+    from echo_identity.cli import clients as clients_cli
+    from echo_identity.cli import keys as keys_cli
+    from echo_identity.cli import vault as vault_cli
+    from echo_identity.crypto import jwk
+    from echo_identity.idp import clients
+    from echo_identity.keys import rotation
+
+    assert clients_cli.GRANT_TYPES == clients.GRANT_TYPES
+    assert clients_cli.ID_TOKEN_ALGORITHMS == clients.ID_TOKEN_ALGORITHMS
+    assert keys_cli.ALGORITHMS == jwk.ALGORITHMS
+    assert vault_cli.DEFAULT_BATCH_SIZE == rotation.DEFAULT_BATCH_SIZE

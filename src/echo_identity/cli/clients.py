@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from echo_identity.audit.events import EventType
 from echo_identity.cli.runtime import (
     database_or_exit,
     echo_error,
@@ -14,8 +15,14 @@ from echo_identity.cli.runtime import (
     settings_or_exit,
 )
 from echo_identity.errors import EchoError
-from echo_identity.idp.clients import GRANT_TYPES, ID_TOKEN_ALGORITHMS, ClientRegistry
-from echo_identity.idp.models import OAuthClient
+
+if TYPE_CHECKING:  # idp loads Authlib and SQLAlchemy: imported when a command runs
+    from echo_identity.idp.models import OAuthClient
+
+# The choices of idp.clients, repeated so that --help imports neither Authlib nor SQLAlchemy;
+# tests/unit/test_cli.py fails when they drift apart.
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+ID_TOKEN_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
 
 def _describe(client: OAuthClient) -> dict[str, object]:
@@ -108,6 +115,9 @@ def create(
       echo-identity clients create --name "Billing service" --grant-type client_credentials \\
           --scope "vault:read" --json
     """
+    from echo_identity.audit.events import EventType  # imported when the command runs
+    from echo_identity.idp.clients import ClientRegistry
+
     settings = settings_or_exit()
     services = services_or_exit(settings)
     grants = grant_types or (
@@ -147,6 +157,8 @@ def create(
 @json_option
 def list_clients(as_json: bool) -> None:
     """List registered clients (never their secrets)."""
+    from echo_identity.idp.clients import ClientRegistry  # imported when the command runs
+
     settings = settings_or_exit()
     with database_or_exit(settings).session() as session:
         found = ClientRegistry(session, settings.secret_key_bytes()).list_clients()
@@ -166,7 +178,11 @@ def list_clients(as_json: bool) -> None:
 @click.option("--enable", is_flag=True, help="Re-enable instead of disabling.")
 @json_option
 def disable(client_id: str, enable: bool, as_json: bool) -> None:
-    """Disable CLIENT_ID: it is refused at every endpoint from the next request on."""
+    """Disable CLIENT_ID: it is refused at every endpoint within a second (every worker
+    re-reads a client at least once a second)."""
+    from echo_identity.audit.events import EventType  # imported when the command runs
+    from echo_identity.idp.clients import ClientRegistry
+
     settings = settings_or_exit()
     services = services_or_exit(settings)
     with services.database.session() as session:

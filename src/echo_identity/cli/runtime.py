@@ -1,4 +1,9 @@
-"""What every command needs: validated settings, logging, a migrated database, output."""
+"""What every command needs: validated settings, logging, a migrated database, output.
+
+Settings (pydantic), the database (SQLAlchemy) and logging (structlog) are imported by the
+functions that build them, so a command module can import this one at its top and its
+``--help`` still starts none of them (tests/unit/test_cli.py checks every group).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from echo_identity.config import ConfigError, Settings, load_settings
-from echo_identity.db import Database
-from echo_identity.errors import EchoError
-from echo_identity.logs import configure_logging, get_logger
-
 if TYPE_CHECKING:
+    from echo_identity.config import Settings
+    from echo_identity.db import Database
+    from echo_identity.errors import EchoError
     from echo_identity.services import Services
 
 
@@ -27,6 +30,9 @@ def fail(message: str, *, as_json: bool = False, code: str = "error") -> NoRetur
 
 def settings_or_exit() -> Settings:
     """Validated settings with logging configured; exits with one line naming the variable."""
+    from echo_identity.config import ConfigError, load_settings  # imported when a command runs
+    from echo_identity.logs import configure_logging, get_logger
+
     try:
         settings, generated = load_settings()
     except ConfigError as exc:
@@ -44,6 +50,7 @@ def settings_or_exit() -> Settings:
 
 def database_or_exit(settings: Settings, *, require_migrated: bool = True) -> Database:
     """The configured database; exits with a hint when it is unreachable or not migrated."""
+    from echo_identity.db import Database  # imported when a command runs
     from echo_identity.migrations import is_up_to_date  # Alembic: only for commands that need it
 
     database = Database(settings.database_url)
