@@ -11,13 +11,20 @@ Redaction rules (pure, see :func:`redact_event`):
   → ``[REDACTED]`` (a password has no shape: any other prose is not recognised).
 
 Standard-library loggers (SQLAlchemy, Alembic, granian) are routed through the same chain.
+
+Cost: a line below its logger's level returns before anything is built (:class:`EchoLogger`);
+a line that is written is redacted and rendered once, in structlog's chain, and reaches the
+stdlib handlers as one finished record. Most values are plain text without any credential
+shape, and :func:`scrub_text` lets them through after one regex search.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -54,12 +61,21 @@ _INLINE_SECRET = re.compile(
 # pattern starts at the password word (a cheap scan); the words before it are checked after.
 _PROSE_PASSWORD = re.compile(r"(?i)pass(?:w(?:or)?d|phrase)\s+(?!sha256:|\[REDACTED)(\S+)")
 _PROSE_PASSWORD_LEAD = re.compile(r"(?i)\b(?:with|using|used)\s+(?:the\s+)?$")
+# What every pattern above needs to match (an Echo secret's marker, a JWT's header, a scheme
+# and its space, a key and its separator, a password word and its space): one search lets the
+# text of almost every log value ("POST", "/token", an address) through without five.
+_MAYBE_SECRET = re.compile(
+    r"echo_|eyJ|(?i:bearer|basic)\s|(?i:pass(?:w(?:or)?d|phrase))\s"
+    r"|(?i:password|passwd|secret|token|api_?key|code)[\"']?\s*[=:]"
+)
 
 
 def _masked(value: str) -> str:
     return f"sha256:{fingerprint(value)}"
 
 
+# Keys are mostly the few names our own code logs; the bound keeps hostile nested keys cheap.
+@functools.lru_cache(maxsize=1024)
 def _key_kind(key: str) -> str | None:
     lowered = key.lower()
     if lowered in _SAFE_KEYS or lowered.endswith("_fingerprint"):
@@ -77,6 +93,13 @@ def _key_kind(key: str) -> str | None:
 def scrub_text(text: str) -> str:
     """Mask credentials in free text: Echo secrets, Bearer/Basic values, JWTs, ``secret=value``
     pairs and ``with password <value>``."""
+    if _MAYBE_SECRET.search(text) is None:
+        return text
+    return _scrub_patterns(text)
+
+
+def _scrub_patterns(text: str) -> str:
+    """:func:`scrub_text` without its pre-check (which must never change the result)."""
     text = replace_secrets(text, _masked)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {_masked(m.group(2))}", text)
     text = _JWT.sub(lambda m: _masked(m.group(0)), text)
@@ -96,21 +119,26 @@ def _prose_password(match: re.Match[str]) -> str:
 def redact_value(key: str, value: Any) -> Any:
     """The loggable form of ``value`` stored under ``key``."""
     kind = _key_kind(key)
-    if kind == "secret" and value not in (None, ""):
+    if kind is None:
+        return _redact_nested(value)
+    if value in (None, ""):
+        return value
+    if kind == "secret":
         return REDACTED
-    if kind == "token" and value not in (None, ""):
-        if isinstance(value, str | bytes):
-            raw = value.decode(errors="replace") if isinstance(value, bytes) else value
-            raw = raw.split(None, 1)[1] if _BEARER.match(raw) else raw
-            return _masked(raw)
-        if not isinstance(value, bool | int | float):
-            return REDACTED
-    return _redact_nested(value)
+    if isinstance(value, str | bytes):
+        raw = value.decode(errors="replace") if isinstance(value, bytes) else value
+        raw = raw.split(None, 1)[1] if _BEARER.match(raw) else raw
+        return _masked(raw)
+    if not isinstance(value, bool | int | float):
+        return REDACTED
+    return value
 
 
 def _redact_nested(value: Any) -> Any:
     if isinstance(value, str):
         return scrub_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value  # the common case, before the slower Mapping check
     if isinstance(value, Mapping):
         # A key is text too: a secret used as a key (a cache keyed by token) is masked.
         return {scrub_text(str(k)): redact_value(str(k), v) for k, v in value.items()}
@@ -123,45 +151,166 @@ def redact_event(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor applying :func:`redact_value` to every key of the event."""
-    for key in list(event_dict):
+    for key, value in list(event_dict.items()):
         if key in {"event", "exception"}:
-            if isinstance(event_dict[key], str):
-                event_dict[key] = scrub_text(event_dict[key])
+            if isinstance(value, str):
+                event_dict[key] = scrub_text(value)
             continue
-        event_dict[key] = redact_value(key, event_dict[key])
+        event_dict[key] = redact_value(key, value)
     return event_dict
+
+
+_LEVEL_NAMES = {"exception": "error", "warn": "warning"}
+_second_stamp: tuple[int, str] = (-1, "")
+
+
+def _utc_timestamp() -> str:
+    """Now as ISO 8601 in UTC with microseconds (``2026-12-01T20:55:04.123456Z``); the
+    formatted second is kept, so only the fraction is formatted on most lines."""
+    global _second_stamp  # one tuple swapped whole: threads never see half an update
+    now = time.time()
+    second = int(now)
+    cached, prefix = _second_stamp
+    if second != cached:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_stamp = (second, prefix)
+    return f"{prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+def add_origin(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor adding ``level``, ``logger`` (the stdlib record's name for a
+    standard-library record) and ``timestamp``: structlog's ``add_log_level``,
+    ``add_logger_name`` and ``TimeStamper(fmt="iso", utc=True)`` in one call."""
+    event_dict["level"] = _LEVEL_NAMES.get(method, method)
+    record = event_dict.get("_record")
+    event_dict["logger"] = record.name if record is not None else logger.name
+    event_dict["timestamp"] = _utc_timestamp()
+    return event_dict
+
+
+# stdlib levels of the logger methods (``exception`` logs at ERROR, with the traceback).
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+# Set on a record whose message is a line already rendered by the structlog chain.
+_RENDERED = "echo_rendered"
+
+
+class EchoLogger(structlog.BoundLoggerBase):
+    """The structlog logger :func:`get_logger` returns, on top of a stdlib ``logging.Logger``.
+
+    A call below that logger's level (``logging`` caches the answer) returns at once: no event
+    dict is built, no processor runs. Above it, the chain redacts and renders the line and the
+    stdlib logger's handlers get it as one record, so handlers, levels and propagation stay the
+    stdlib's. The level is read per call, so configuring again (or ``setLevel``) also changes
+    loggers created and cached before.
+    """
+
+    _logger: logging.Logger
+
+    def debug(self, event: str | None = None, **kw: Any) -> None:
+        self._emit("debug", event, kw)
+
+    def info(self, event: str | None = None, **kw: Any) -> None:
+        self._emit("info", event, kw)
+
+    def warning(self, event: str | None = None, **kw: Any) -> None:
+        self._emit("warning", event, kw)
+
+    def error(self, event: str | None = None, **kw: Any) -> None:
+        self._emit("error", event, kw)
+
+    def exception(self, event: str | None = None, **kw: Any) -> None:
+        kw.setdefault("exc_info", True)
+        self._emit("exception", event, kw)
+
+    def critical(self, event: str | None = None, **kw: Any) -> None:
+        self._emit("critical", event, kw)
+
+    def _emit(self, method: str, event: str | None, kw: dict[str, Any]) -> None:
+        level = _METHOD_LEVELS[method]
+        logger = self._logger
+        if not logger.isEnabledFor(level):
+            return
+        try:
+            rendered, _ = self._process_event(method, event, kw)
+        except structlog.DropEvent:
+            return
+        record = logger.makeRecord(logger.name, level, "", 0, rendered[0], (), None)
+        setattr(record, _RENDERED, True)
+        logger.handle(record)
+
+
+def render_console(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> str:
+    """One readable line for a terminal: time, level, event, then ``key=value`` sorted by key
+    (text as it is unless it holds a line break or another control character, then quoted,
+    so a value cannot forge a line), then the traceback, if any, on the lines after.
+
+    Development's format (``ECHO_LOG_FORMAT=console``); it costs about what a JSON line does,
+    so development runs at production's speed.
+    """
+    event = event_dict.pop("event", "")
+    timestamp = event_dict.pop("timestamp", "")
+    level = event_dict.pop("level", "")
+    exception = event_dict.pop("exception", None)
+    fields = " ".join(f"{key}={_console_value(event_dict[key])}" for key in sorted(event_dict))
+    line = f"{timestamp} [{level:<9}] {_console_value(event):<30} {fields}".rstrip()
+    return f"{line}\n{exception}" if exception else line
+
+
+def _console_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value.isprintable() else repr(value)
+    return repr(value)
+
+
+_renderer: Any = structlog.processors.JSONRenderer()
+
+
+def _render(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """The last processor: the renderer of the latest :func:`configure_logging`, looked up per
+    line, because a logger keeps the processors it was first used with."""
+    return _renderer(logger, method, event_dict)
+
+
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """Renders standard-library records through the chain; passes the lines structlog
+    rendered already (:class:`EchoLogger`) through as they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, _RENDERED, False):
+            return str(record.msg)
+        return super().format(record)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library through one redacting JSON/console chain."""
+    global _renderer  # see _render
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         redact_event,
+        add_origin,  # after the redaction: our own values, never a secret
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    _renderer = structlog.processors.JSONRenderer() if fmt == "json" else render_console
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=[*shared, _render],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=EchoLogger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
+        _Formatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _render],
         )
     )
     root = logging.getLogger()
@@ -171,6 +320,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+def get_logger(name: str) -> EchoLogger:
+    """The logger ``name`` (bound on first use to the configuration of that moment)."""
+    logger: EchoLogger = structlog.get_logger(name)
     return logger

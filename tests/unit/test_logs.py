@@ -6,14 +6,22 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
+from echo_identity.app import create_app
+from echo_identity.config import Settings
 from echo_identity.crypto.digests import fingerprint
 from echo_identity.crypto.secret_formats import SecretKind, mint
+from echo_identity.db import Database
 from echo_identity.logs import (
+    _scrub_patterns,
     configure_logging,
     get_logger,
     redact_event,
@@ -319,3 +327,158 @@ def test_configured_level_drops_lower_records(capsys: pytest.CaptureFixture[str]
 
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [line["event"] for line in lines] == ["loud"]
+
+
+# The pre-check of scrub_text must never let through what the patterns would mask.
+_FRAGMENTS = [
+    "echo_",
+    "eyJ",
+    "eyJhbGciOiJFUzI1NiJ9.",
+    JWT,
+    "Bearer ",
+    "basic\t",
+    "BEARER",
+    "password",
+    "Passwd",
+    "passphrase ",
+    "secret",
+    "client_secret",
+    "token",
+    "api_key",
+    "apiKey",
+    "code",
+    "=",
+    ":",
+    " ",
+    "'",
+    '"',
+    "with ",
+    "using the ",
+    "\u212a",  # KELVIN SIGN: "k" to a case-insensitive pattern
+    "\u017f",  # LATIN SMALL LETTER LONG S: "s" likewise
+    "abcDEF123456",
+    ".",
+    "-",
+    "_",
+    "&",
+    "\n",
+]
+
+
+@given(
+    st.lists(
+        st.sampled_from([*_FRAGMENTS, mint(SecretKind.REFRESH_TOKEN)]) | st.text(max_size=4),
+        max_size=12,
+    ).map("".join)
+)
+@examples(max_examples=400, deadline=None)
+def test_scrub_pre_check_never_changes_what_is_masked(text: str) -> None:
+    assert scrub_text(text) == _scrub_patterns(text)
+
+
+def test_text_without_any_trigger_is_returned_as_is() -> None:
+    for text in ("POST", "/token", "127.0.0.1", "request", "/api/v1/users/b0b/connections"):
+        assert scrub_text(text) is text
+
+
+# Levels are checked first; the chain is built once and follows a new configuration.
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_line_below_the_level_runs_no_processor(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json")
+    seen: list[str] = []
+
+    def spy(_logger: Any, method: str, event_dict: Any) -> Any:
+        seen.append(method)
+        return event_dict
+
+    structlog.get_config()["processors"].insert(0, spy)  # ahead of every processor
+    log = get_logger("echo_identity.test_levels")
+
+    log.debug("quiet", payload={"access_token": JWT})
+    log.info("loud")
+
+    assert seen == ["info"]
+    assert [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()] == ["loud"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_logger_used_before_a_new_configuration_follows_its_level_and_format(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json")
+    log = get_logger("echo_identity.test_reconfigured")
+    log.info("first", access_token=JWT)  # bound (and cached) under the first configuration
+
+    configure_logging("WARNING", "console")
+    log.info("dropped")
+    log.warning("second", access_token=JWT)
+
+    first, second = capsys.readouterr().err.splitlines()
+    assert json.loads(first)["event"] == "first"
+    assert "dropped" not in second
+    assert re.fullmatch(
+        r"\S+Z \[warning  \] second +access_token=sha256:[0-9a-f]{12} "
+        r"logger=echo_identity\.test_reconfigured",
+        second,
+    )
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_console_lines_are_redacted_and_a_value_cannot_forge_a_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "console")
+
+    get_logger("echo_identity.test_console").info(
+        "request", path="/x\n2026-01-01T00:00:00Z [info] forged", password="hunter2-hunter2"
+    )
+    logging.getLogger("x").warning("provider answered Authorization: Bearer %s", BEARER_TOKEN)
+
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    assert "path='/x\\n2026-01-01T00:00:00Z [info] forged'" in lines[0]
+    assert "password=[REDACTED]" in lines[0]
+    assert "hunter2" not in lines[0]
+    assert f"Bearer {masked(BEARER_TOKEN)}" in lines[1]
+    assert BEARER_TOKEN not in lines[1]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_timestamps_are_utc_iso_with_microseconds(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json")
+    before = datetime.now(UTC)
+
+    get_logger("echo_identity.test_time").info("tick")
+    logging.getLogger("x").info("tock")
+
+    after = datetime.now(UTC)
+    for line in capsys.readouterr().err.splitlines():
+        stamp = json.loads(line)["timestamp"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+        assert before - timedelta(seconds=1) <= datetime.fromisoformat(stamp) <= after
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_the_access_line_masks_secrets_in_the_path(
+    capsys: pytest.CaptureFixture[str], settings: Settings, database: Database
+) -> None:
+    configure_logging("INFO", "json")
+    client = create_app(settings, database).test_client()
+    secret = mint(SecretKind.REFRESH_TOKEN)
+
+    client.get(f"/api/v1/users/{secret}/connections")
+    client.get(f"/{JWT}", headers={"X-Request-ID": "code:ac-0123456789"})
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    access = [line for line in lines if line["event"] == "request"]
+    assert [line["path"] for line in access] == [
+        f"/api/v1/users/{masked(secret)}/connections",
+        f"/{masked(JWT)}",
+    ]
+    assert access[1]["request_id"] == f"code:{masked('ac-0123456789')}"
+    assert access[0]["status"] == 401
+    err = json.dumps(lines)
+    assert secret not in err
+    assert JWT not in err

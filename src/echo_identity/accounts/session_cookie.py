@@ -13,6 +13,10 @@ someone signs in, and by a signed cookie before that.
   (docs/audit.md#bounded-writes). That cookie can never authenticate anyone: it carries no
   user id, and the user id is only ever read from a server-side record. A tampered, expired
   or oversized (> :data:`MAX_ANONYMOUS_COOKIE`) one is ignored: the visitor starts afresh.
+- **Neither** (an API client calling ``/token``, ``/api/v1/…``): a request that carries none of
+  the two cookies and whose code never reads or writes the session costs nothing here: no
+  cookie is parsed, nothing is saved, and the response gets no ``Vary: Cookie`` (it does not
+  depend on one; Flask's own sessions do the same).
 
 Cookie flags: HttpOnly and SameSite=Lax always; Secure and the ``__Host-`` prefix in production.
 """
@@ -66,6 +70,7 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         data: dict[str, Any] | None = None,
         signed_at: int | None = None,
         anonymous_cookie: bool = False,
+        carried_cookie: bool | None = None,
     ) -> None:
         def on_update(_self: CallbackDict[str, Any]) -> None:
             self.modified = True
@@ -76,9 +81,30 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.user_id: int | None = record.user_id if record else None
         self.signed_at = signed_at  # when the anonymous cookie read was signed (Unix time)
         self.anonymous_cookie = anonymous_cookie  # the request carried one (valid or not)
+        # The request carried one of the two cookies (valid or not).
+        self.carried_cookie = (
+            (anonymous_cookie or record is not None) if carried_cookie is None else carried_cookie
+        )
+        self.accessed = False  # read through current_session() or a dict read (Flask-WTF)
         self.modified = False
         self.rotate = False
         self.ended = False
+
+    def __getitem__(self, key: str) -> Any:
+        self.accessed = True
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.accessed = True
+        return super().__contains__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().get(key, default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().setdefault(key, default)
 
     def start_login(self, user_id: int) -> None:
         """Bind the session to ``user_id`` under a fresh id; earlier data is dropped."""
@@ -96,7 +122,9 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
 
 
 def current_session() -> ServerSession:
+    """The request's session, marked as used: the response depends on it (``Vary: Cookie``)."""
     server_session: ServerSession = session  # type: ignore[assignment]
+    server_session.accessed = True
     return server_session
 
 
@@ -111,33 +139,40 @@ class ServerSessionInterface(SessionInterface):
         self._last_purge = utcnow()
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
-        anonymous_cookie = self.anonymous_cookie_name in request.cookies
-        token = request.cookies.get(self.cookie_name)
+        if "HTTP_COOKIE" not in request.environ:  # an API client: nothing to parse or load
+            return ServerSession(carried_cookie=False)
+        cookies = request.cookies
+        anonymous_cookie = self.anonymous_cookie_name in cookies
+        token = cookies.get(self.cookie_name)
+        carried = anonymous_cookie or token is not None
         if token and len(token) <= _MAX_TOKEN_LENGTH:
             record = self.store.get(lookup_digest(token))
             if record is not None and self.store.policy.expired(record, utcnow()):
                 self.store.delete(record.sid)
             elif record is not None:
                 return ServerSession(record, token, anonymous_cookie=anonymous_cookie)
-        return self._open_anonymous(app, request, anonymous_cookie)
+        return self._open_anonymous(app, request, anonymous_cookie, carried)
 
     def _open_anonymous(
-        self, app: Flask, request: Request, anonymous_cookie: bool
+        self, app: Flask, request: Request, anonymous_cookie: bool, carried: bool
     ) -> ServerSession:
         """The data of a valid anonymous cookie; an empty session for anything else."""
         raw = request.cookies.get(self.anonymous_cookie_name, "")
         if not raw or len(raw) > MAX_ANONYMOUS_COOKIE:
-            return ServerSession(anonymous_cookie=anonymous_cookie)
+            return ServerSession(anonymous_cookie=anonymous_cookie, carried_cookie=carried)
         try:
             data, signed_at = self._serializer(app).loads(
                 raw, max_age=self._anonymous_max_age, return_timestamp=True
             )
         except BadData:  # tampered, signed with another key, expired or not JSON
-            return ServerSession(anonymous_cookie=anonymous_cookie)
+            data = None
         if not isinstance(data, dict):
-            return ServerSession(anonymous_cookie=anonymous_cookie)
+            return ServerSession(anonymous_cookie=anonymous_cookie, carried_cookie=carried)
         return ServerSession(
-            data=data, signed_at=int(signed_at.timestamp()), anonymous_cookie=anonymous_cookie
+            data=data,
+            signed_at=int(signed_at.timestamp()),
+            anonymous_cookie=anonymous_cookie,
+            carried_cookie=carried,
         )
 
     @property
@@ -156,6 +191,8 @@ class ServerSessionInterface(SessionInterface):
     def save_session(  # type: ignore[override]
         self, app: Flask, session: ServerSession, response: Response
     ) -> None:
+        if not (session.carried_cookie or session.accessed or session.modified):
+            return  # no cookie came, none is due, and the response does not depend on one
         response.vary.add("Cookie")
         old = session.record
         if session.ended or session.rotate:

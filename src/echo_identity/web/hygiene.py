@@ -236,13 +236,16 @@ def form_problem(mimetype: str, body: bytes) -> Problem | None:
 
 
 def _body_problem() -> Problem | None:
-    if not request.environ.get("CONTENT_TYPE") or request.mimetype not in FORM_TYPES:
+    if not request.environ.get("CONTENT_TYPE"):
+        return None
+    mimetype = request.mimetype  # parsed from the header on every access
+    if mimetype not in FORM_TYPES:
         return None
     # Cached, so Werkzeug parses the form from these bytes; a view that reads the stream
     # itself (/log) gets a fresh one over them.
     body = request.get_data(cache=True)
     request.stream = BytesIO(body)
-    return form_problem(request.mimetype, body)
+    return form_problem(mimetype, body)
 
 
 def _screen() -> Response | None:

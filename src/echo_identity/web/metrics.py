@@ -74,16 +74,31 @@ def registry_of(collectors: Iterable[Collector]) -> CollectorRegistry:
     return registry
 
 
+# The children of REQUESTS and LATENCY by label values, as prometheus-client keeps them, minus
+# its lock and label checks on every request: routes, methods and statuses are few.
+_counted: dict[tuple[str, str, int], Counter] = {}
+_timed: dict[str, Histogram] = {}
+
+
 def _start_timer() -> None:
     g.metrics_started = time.perf_counter()
 
 
 def _count_request(response: Response) -> Response:
-    route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-    REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+    rule = request.url_rule
+    route = rule.rule if rule is not None else "(unmatched)"
+    status = response.status_code
+    key = (request.method, route, status)
+    counter = _counted.get(key)
+    if counter is None:
+        counter = _counted[key] = REQUESTS.labels(key[0], route, str(status))
+    counter.inc()
     started = g.get("metrics_started")
     if started is not None:
-        LATENCY.labels(route).observe(time.perf_counter() - started)
+        histogram = _timed.get(route)
+        if histogram is None:
+            histogram = _timed[route] = LATENCY.labels(route)
+        histogram.observe(time.perf_counter() - started)
     return response
 
 

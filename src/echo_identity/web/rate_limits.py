@@ -9,6 +9,12 @@ proxy hops can change it. Views and blueprints declare their limits when they ar
 and :func:`init_app`, called once every blueprint is registered, gives each app a limiter of
 its own (its storage, its key prefix) and applies the declarations to it: two apps in one
 process never share counters or a storage.
+
+Flask-Limiter's own request hooks (resolving the limits of the endpoint, adding the
+``X-RateLimit-*`` headers, resetting its request state) run only for the endpoints that
+declared a limit, themselves or through their blueprint: no default, application or meta limits
+are configured, so on any other endpoint (``/token``, ``/jwks``, pages) those hooks would find
+nothing to do, at a cost on every request.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from flask import Blueprint, Flask, current_app
+from flask import Blueprint, Flask, current_app, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
@@ -30,6 +36,9 @@ from echo_identity.web.context import service
 F = TypeVar("F", bound=Callable[..., Any])
 _LIMITS = "echo_rate_limits"
 _EXEMPT = "echo_rate_limit_exempt"
+# Flask-Limiter's settings for limits on every endpoint (default, application, meta): none is
+# set, but if one were, its hooks would have to run on every request.
+_EVERYWHERE = ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION", "RATELIMIT_META")
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,9 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url or "memory://"
     app.config["RATELIMIT_KEY_PREFIX"] = settings.redis_namespace
     limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
+    hooks = _Hooks.of(app)
     limiter.init_app(app)
+    limited: set[str] = set()
     for endpoint, registered in list(app.view_functions.items()):
         view: Any = registered
         if getattr(view, _EXEMPT, False):
@@ -91,11 +102,68 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
             view = limiter.limit(
                 declared.value, methods=declared.methods, on_breach=declared.on_breach
             )(view)
+            limited.add(endpoint)
         app.view_functions[endpoint] = view
-    for blueprint in app.blueprints.values():
+    for name, blueprint in app.blueprints.items():
         for declared in getattr(blueprint, _LIMITS, []):
             limiter.limit(declared.value)(cast(Blueprint, blueprint))
+            limited.update(e for e in app.view_functions if _in_blueprint(e, name))
+    if not any(app.config.get(key) for key in _EVERYWHERE):
+        hooks.only_for(app, frozenset(limited))
     return limiter
+
+
+def _in_blueprint(endpoint: str, blueprint: str) -> bool:
+    """Whether ``endpoint`` belongs to ``blueprint`` or to one nested in it (``a.b.view``)."""
+    return endpoint.startswith(blueprint + ".")
+
+
+_Hook = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    """The request hooks of an app, to tell the ones Flask-Limiter's ``init_app`` adds."""
+
+    before: tuple[_Hook, ...]
+    after: tuple[_Hook, ...]
+    teardown: tuple[_Hook, ...]
+
+    @classmethod
+    def of(cls, app: Flask) -> _Hooks:
+        return cls(
+            tuple(app.before_request_funcs.get(None, ())),
+            tuple(app.after_request_funcs.get(None, ())),
+            tuple(app.teardown_request_funcs.get(None, ())),
+        )
+
+    def only_for(self, app: Flask, endpoints: frozenset[str]) -> None:
+        """Make every app-wide hook added since :meth:`of` run only on ``endpoints``."""
+        for funcs, known, passes_on in (
+            (app.before_request_funcs, self.before, False),
+            (app.after_request_funcs, self.after, True),
+            (app.teardown_request_funcs, self.teardown, False),
+        ):
+            hooks: list[Any] = funcs.get(None, [])
+            hooks[:] = [
+                hook
+                if any(hook is seen for seen in known)
+                else _only_for(hook, endpoints, passes_on=passes_on)
+                for hook in hooks
+            ]
+
+
+def _only_for(hook: _Hook, endpoints: frozenset[str], *, passes_on: bool) -> _Hook:
+    """``hook`` run only when the request's endpoint is one of ``endpoints``; elsewhere it
+    returns ``None``, or its argument unchanged when it ``passes_on`` (an after-request hook
+    hands the response on)."""
+
+    def gated(*args: Any) -> Any:
+        if request.endpoint in endpoints:
+            return hook(*args)
+        return args[0] if passes_on else None
+
+    return gated
 
 
 def _current_limiter() -> Limiter:
