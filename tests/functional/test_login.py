@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
+from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType
 from echo_identity.audit.models import AuditEvent
 from echo_identity.db import Database
@@ -14,6 +17,7 @@ from tests.factories import TestUser, create_user
 from tests.support.browser import Browser
 from tests.support.environment import stored_sessions
 from tests.support.server import LiveServer, run_cli
+from tests.support.write_lock import write_user_row_now
 
 
 @pytest.fixture
@@ -174,3 +178,77 @@ def test_a_name_typed_at_sign_in_reaches_the_audit_trail_only_as_a_keyed_digest(
     assert known.subject is not None
     assert known.subject.startswith("u_")
     assert "typed_name" not in known.details
+
+
+def _password_hash(env: dict[str, str], user_id: int) -> str:
+    database = Database(env["ECHO_DATABASE_URL"])
+    try:
+        with database.session() as session:
+            user = session.get(User, user_id)
+            assert user is not None
+            return user.password_hash
+    finally:
+        database.dispose()
+
+
+def _during_first_verify(
+    monkeypatch: pytest.MonkeyPatch, password_hash: str, action: Callable[[], None]
+) -> list[str]:
+    """Run ``action`` inside the server's first argon2 check of ``password_hash`` (what another
+    connection does while a sign-in hashes); the hashes the server checked, in order."""
+    checked: list[str] = []
+    verify = PasswordHasher.verify
+
+    def hooked(self: PasswordHasher, hash_: str, password: str) -> bool:
+        checked.append(hash_)
+        if hash_ == password_hash and checked.count(hash_) == 1:
+            action()
+        return verify(self, hash_, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", hooked)
+    return checked
+
+
+def test_sign_in_lets_other_connections_write_while_argon2_runs(
+    browser: Browser, user: TestUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = browser.server.env
+    refusals: list[str | None] = []
+    _during_first_verify(
+        monkeypatch,
+        _password_hash(env, user.id),
+        lambda: refusals.append(write_user_row_now(env["ECHO_DATABASE_URL"], user.id)),
+    )
+
+    response = browser.login(user.username, user.password)
+
+    assert response.status_code == 302
+    assert refusals == [None]  # the lock was free at once: no busy wait, no 503 under load
+
+
+@pytest.mark.parametrize(
+    "change",
+    [("users", "set-password", "--password-stdin"), ("users", "disable")],
+    ids=["password-reset", "disabled"],
+)
+def test_sign_in_checked_before_a_concurrent_change_starts_no_session(
+    dev_server: LiveServer,
+    user: TestUser,
+    monkeypatch: pytest.MonkeyPatch,
+    change: tuple[str, ...],
+) -> None:
+    outcomes: list[int] = []
+
+    def change_the_user() -> None:  # an administrator's command, committed while argon2 runs
+        result = run_cli(dev_server.env, *change, user.username, stdin="a brand new password\n")
+        outcomes.append(result.returncode)
+
+    _during_first_verify(monkeypatch, _password_hash(dev_server.env, user.id), change_the_user)
+    browser = Browser(dev_server)
+
+    response = browser.login(user.username, user.password)
+
+    assert outcomes == [0]
+    assert response.status_code == 401
+    assert stored_sessions(dev_server.env, user.id) == []
+    assert browser.get("/account").status_code == 302

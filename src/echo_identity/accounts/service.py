@@ -13,6 +13,7 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -39,15 +40,33 @@ from echo_identity.accounts.passwords import MAX_LENGTH, Passwords, acceptable_p
 from echo_identity.accounts.sessions import SessionStore
 from echo_identity.audit.events import EventType
 from echo_identity.audit.service import AuditTrail
+from echo_identity.db import READ_ONLY
 from echo_identity.web.context import NO_REQUEST, RequestContext
 
 _USERNAME = re.compile(r"[a-z0-9._@+-]{1,64}")
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
 
 
+# A transaction that only reads: on SQLite it never takes the write lock (see db.py).
+
+
 def normalize_username(username: str) -> str:
     """Usernames compare case-insensitively and after Unicode normalisation."""
     return unicodedata.normalize("NFKC", username).strip().casefold()
+
+
+@dataclass(frozen=True)
+class _SignInState:
+    """What a password was checked against: a sign-in completes only if it still holds."""
+
+    user_id: int
+    password_hash: str
+    disabled: bool
+    tokens_not_before: datetime | None
+
+    @classmethod
+    def of(cls, user: User) -> _SignInState:
+        return cls(user.id, user.password_hash, user.disabled, user.tokens_not_before)
 
 
 @dataclass(frozen=True)
@@ -66,7 +85,8 @@ class Accounts:
 class AccountService:
     """Users in one database session. It flushes; the caller commits its unit of work, except
     where credentials are revoked (:mod:`~echo_identity.accounts.credentials` commits before it
-    deletes the browser sessions through the store's own connection).
+    deletes the browser sessions through the store's own connection), and :meth:`authenticate`
+    ends the read transaction it begins before hashing (it holds nothing while argon2 runs).
 
     ``revokers`` end what the layers above hold for a user whose credentials die (the identity
     provider's codes and token families); they are handed in by the wiring point.
@@ -133,20 +153,70 @@ class AccountService:
     def authenticate(self, username: str, password: str) -> User:
         """The active user whose password matches; raises :class:`InvalidCredentialsError`.
 
+        Argon2 runs with no transaction open: the user is read in a read transaction
+        (``BEGIN DEFERRED`` on SQLite) that ends before the password is checked, so a sign-in
+        holds neither the database's write lock nor a connection while it hashes. Then the
+        user is re-read under the write lock (on PostgreSQL its row lock: ``FOR SHARE``, or
+        ``FOR UPDATE`` when it rehashes) and must be as it was when checked: same hash, not
+        disabled, credentials not revoked since. When it changed in between, the check runs
+        once more against what is stored now, so a password changed or a user disabled
+        meanwhile never signs in (and a concurrent sign-in's rehash does not refuse this one).
+
         An unknown username costs one argon2 verification, like a wrong password, so timing
-        does not reveal which usernames exist. A hash made with older parameters is upgraded
-        (flushed; the caller commits it with the sign-in's audit event).
+        does not reveal which usernames exist. A hash made with older parameters is upgraded:
+        the new hash is made before the lock is taken and flushed under it.
+
+        Returns the user with the write transaction open: the caller records the sign-in's
+        event and commits (the rehash with it). When it raises :class:`InvalidCredentialsError`
+        no transaction is left open (the refusal's event can go through the group commit).
+        Raises ``RuntimeError`` when the session has a transaction open on entry: ending it
+        could lose the caller's work, and keeping it would hold the lock while hashing.
         """
-        user = self.find(username) if len(username) <= 256 else None
-        if user is None or len(password) > 1024:
-            self._passwords.verify_unknown_user(password[:1024])
+        if self._session.in_transaction():
+            raise RuntimeError("authenticate() needs a session with no transaction open")
+        for _attempt in range(2):  # a second only when the user changed while argon2 ran
+            checked = self._sign_in_state(username)
+            if checked is None or len(password) > MAX_LENGTH:
+                self._passwords.verify_unknown_user(password[:MAX_LENGTH])
+                raise InvalidCredentialsError()
+            new_hash = self._check_password(checked, password)
+            user = self._session.scalar(
+                select(User)
+                .where(User.id == checked.user_id)
+                .with_for_update(read=new_hash is None)  # shared unless it rehashes
+                .execution_options(populate_existing=True)
+            )
+            if user is not None and _SignInState.of(user) == checked:
+                if new_hash is not None:
+                    user.password_hash = new_hash
+                    self._session.flush()
+                return user
+            self._session.rollback()  # changed meanwhile: nothing written, lock released
+        raise InvalidCredentialsError()
+
+    def _sign_in_state(self, username: str) -> _SignInState | None:
+        """What a sign-in checks of the user called ``username`` (``None``: no such user),
+        read in a read transaction that is ended before this returns."""
+        if len(username) > 256:
+            return None
+        self._session.connection(execution_options=READ_ONLY)
+        try:
+            user = self.find(username)
+            return None if user is None else _SignInState.of(user)
+        finally:
+            self._session.rollback()  # end the read: nothing is held while argon2 runs
+
+    def _check_password(self, state: _SignInState, password: str) -> str | None:
+        """Verify ``password`` against ``state`` (one argon2 verification, also for a disabled
+        user); the upgraded hash when the stored one was made with older parameters, else
+        ``None``. Raises :class:`InvalidCredentialsError` for a wrong password or a disabled
+        user.
+        """
+        if not self._passwords.verify(state.password_hash, password) or state.disabled:
             raise InvalidCredentialsError()
-        if not self._passwords.verify(user.password_hash, password) or user.disabled:
-            raise InvalidCredentialsError()
-        if self._passwords.needs_rehash(user.password_hash):
-            user.password_hash = self._passwords.hash(password)
-            self._session.flush()
-        return user
+        if self._passwords.needs_rehash(state.password_hash):
+            return self._passwords.hash(password)
+        return None
 
     def set_password(
         self, username: str, password: str, *, sessions: SessionStore

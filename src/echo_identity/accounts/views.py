@@ -29,6 +29,8 @@ from echo_identity.config import Settings
 from echo_identity.logs import get_logger
 from echo_identity.web import rate_limits
 from echo_identity.web.context import (
+    commit_request_session,
+    reading_request_session,
     release_request_session,
     request_context,
     request_session,
@@ -86,17 +88,18 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
     username = request.form.get("username", "")
     accounts = account_service()
     try:
+        # Hashes with no transaction open; returns under the write lock, committed below.
         user = accounts.authenticate(username, request.form.get("password", ""))
     except InvalidCredentialsError as exc:
         # The account if the name is one (its pseudonym), else a keyed digest of what was
         # typed: a password typed into the name field must never reach the audit trail.
+        reading_request_session()
         known = accounts.find(username) if len(username) <= 256 else None
-        typed = {} if known else {"typed_name": service(Pseudonyms).of_typed_name(username)}
+        known_sub = known.sub if known else None
+        commit_request_session()  # end the read: the refusal changes nothing (group commit)
+        typed = {} if known_sub else {"typed_name": service(Pseudonyms).of_typed_name(username)}
         record_for_request(
-            EventType.LOGIN_FAILURE,
-            outcome="failure",
-            user=known.sub if known else None,
-            details=typed,
+            EventType.LOGIN_FAILURE, outcome="failure", user=known_sub, details=typed
         )
         log.info("login_failed", reason=exc.code)
         page = render_template(
@@ -108,7 +111,7 @@ def login() -> str | WerkzeugResponse | tuple[str, int]:
         return page, exc.status
     current_session().start_login(user.id)
     current_session()[SESSION_EPOCH_KEY] = credentials_epoch(user)
-    record_for_request(EventType.LOGIN_SUCCESS, user=user.sub)  # commits a rehash with it
+    record_for_request(EventType.LOGIN_SUCCESS, user=user.sub)  # commits the rehash with it
     log.info("login_succeeded", user_sub=user.sub)
     return redirect(next_url)
 

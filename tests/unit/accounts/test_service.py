@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from echo_identity.db import Database, utcnow
 from echo_identity.idp.credentials import revoke_user_grants
 from echo_identity.idp.models import AuthorizationCode, TokenFamily
 from tests.factories import TestUser, create_user, fast_passwords
+from tests.support.write_lock import write_user_row_now
 
 PASSWORD = "correct horse battery"
 AUDIT = AuditTrail(Pseudonyms.from_secret(b"k" * 32))
@@ -43,9 +44,14 @@ def _accounts(session: Session, passwords: Passwords) -> AccountService:
 
 
 @pytest.fixture
-def accounts(database: Database) -> Iterator[AccountService]:
+def session(database: Database) -> Iterator[Session]:
     with database.session() as session:
-        yield _accounts(session, fast_passwords())
+        yield session
+
+
+@pytest.fixture
+def accounts(session: Session) -> AccountService:
+    return _accounts(session, fast_passwords())
 
 
 @pytest.fixture
@@ -243,6 +249,139 @@ def test_failed_login_leaves_a_weaker_hash_untouched(database: Database) -> None
         _accounts(session, current).authenticate(user.username, user.password + "x")
 
     assert stored_hash(database, user.id) == old_hash
+
+
+# --- a sign-in holds no lock while argon2 runs ---------------------------------------------
+
+
+class DuringVerify:
+    """Runs ``action`` inside the first argon2 verification of ``password_hash``: what another
+    connection does while a sign-in hashes."""
+
+    def __init__(self) -> None:
+        self.password_hash: str | None = None
+        self.action: Callable[[], None] = lambda: None
+        self.ran = 0
+
+    def __call__(self, password_hash: str, action: Callable[[], None]) -> None:
+        self.password_hash, self.action = password_hash, action
+
+
+@pytest.fixture
+def during_verify(monkeypatch: pytest.MonkeyPatch) -> DuringVerify:
+    hook = DuringVerify()
+    verify = PasswordHasher.verify
+
+    def hooked(self: PasswordHasher, password_hash: str, password: str) -> bool:
+        if password_hash == hook.password_hash and not hook.ran:
+            hook.ran += 1
+            hook.action()
+        return verify(self, password_hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", hooked)
+    return hook
+
+
+def test_another_connection_can_write_while_a_sign_in_hashes(
+    database: Database, accounts: AccountService, user: TestUser, during_verify: DuringVerify
+) -> None:
+    refusals: list[str | None] = []
+    during_verify(
+        stored_hash(database, user.id),
+        lambda: refusals.append(write_user_row_now(database.url, user.id)),
+    )
+
+    assert accounts.authenticate(user.username, user.password).id == user.id
+    assert refusals == [None]
+
+
+def test_a_password_reset_while_a_sign_in_hashes_refuses_the_old_password(
+    database: Database,
+    session: Session,
+    accounts: AccountService,
+    user: TestUser,
+    store: SqlSessionStore,
+    during_verify: DuringVerify,
+    verifications: list[str],
+) -> None:
+    def reset() -> None:
+        with database.session() as other:
+            _accounts(other, fast_passwords()).set_password(
+                user.username, "a brand new password", sessions=store
+            )
+
+    during_verify(stored_hash(database, user.id), reset)
+
+    with pytest.raises(InvalidCredentialsError):
+        accounts.authenticate(user.username, user.password)
+
+    assert during_verify.ran == 1
+    assert len(verifications) == 2  # checked again against the new hash, which refuses it
+    assert not session.in_transaction()  # the refusal's event needs no lock
+
+
+def test_a_user_disabled_while_a_sign_in_hashes_does_not_sign_in(
+    database: Database,
+    accounts: AccountService,
+    user: TestUser,
+    store: SqlSessionStore,
+    during_verify: DuringVerify,
+) -> None:
+    def disable() -> None:
+        with database.session() as other:
+            _accounts(other, fast_passwords()).disable(user.username, sessions=store)
+
+    during_verify(stored_hash(database, user.id), disable)
+
+    with pytest.raises(InvalidCredentialsError):
+        accounts.authenticate(user.username, user.password)
+
+    assert during_verify.ran == 1
+
+
+def test_a_concurrent_rehash_of_the_same_password_does_not_refuse_the_sign_in(
+    database: Database,
+    accounts: AccountService,
+    user: TestUser,
+    during_verify: DuringVerify,
+    verifications: list[str],
+) -> None:
+    rehashed = fast_passwords().hash(user.password)
+
+    def rehash() -> None:  # what another sign-in of the user commits after a parameter change
+        with database.session() as other:
+            found = other.get(User, user.id)
+            assert found is not None
+            found.password_hash = rehashed
+            other.commit()
+
+    during_verify(stored_hash(database, user.id), rehash)
+
+    assert accounts.authenticate(user.username, user.password).id == user.id
+    assert verifications[1] == rehashed  # checked once more, against what is stored now
+
+
+def test_a_sign_in_returns_under_the_write_lock_its_caller_commits(
+    database: Database, session: Session, accounts: AccountService, user: TestUser
+) -> None:
+    accounts.authenticate(user.username, user.password)
+
+    assert session.in_transaction()
+    # Held until the sign-in's event is committed (on PostgreSQL: the user's row lock).
+    assert write_user_row_now(database.url, user.id) is not None
+    session.commit()
+    assert write_user_row_now(database.url, user.id) is None
+
+
+def test_authenticate_refuses_to_run_in_an_open_transaction(
+    accounts: AccountService, user: TestUser, verifications: list[str]
+) -> None:
+    accounts.find(user.username)  # the caller's transaction, maybe holding the write lock
+
+    with pytest.raises(RuntimeError):
+        accounts.authenticate(user.username, user.password)
+
+    assert verifications == []
 
 
 # --- credentials die with their owner -----------------------------------------------------
