@@ -36,6 +36,7 @@ from echo_identity import migrations
 from echo_identity.clock import SYSTEM_CLOCK, Clock
 from echo_identity.db import Database
 from echo_identity.web.context import services_of
+from tests.support.clock import MovableClock
 from tests.support.databases import fresh_database_url
 from tests.support.environment import app_environment, settings_for
 from tests.support.logs import capture_into, install_test_logging
@@ -116,6 +117,7 @@ class LiveServer:
     env: dict[str, str]
     log_path: Path
     app: Flask | None = None
+    clock: Clock = SYSTEM_CLOCK  # the app's
     _stop: Callable[[], None] | None = None
     _lines: list[str] = field(default_factory=list)
 
@@ -130,6 +132,13 @@ class LiveServer:
             if line.startswith("{"):
                 events.append(json.loads(line))
         return events
+
+    def advance(self, seconds: float) -> None:
+        """Move the app's clock ahead (it must be a ``MovableClock``): e.g. one second, for a
+        change another process made (a CLI command) to reach the app's per-process caches
+        (``echo_identity.cache``)."""
+        assert isinstance(self.clock, MovableClock), "this server runs on the system clock"
+        self.clock.advance(seconds)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=10, **kwargs)
@@ -212,7 +221,7 @@ def start_server(
     except BaseException:
         http.server_close()
         raise
-    server = LiveServer(f"http://127.0.0.1:{http.server_port}", env, log_path, app)
+    server = LiveServer(f"http://127.0.0.1:{http.server_port}", env, log_path, app, clock)
     http.app = _routing_logs(app, server._lines)
     thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05})
     thread.daemon = True
@@ -244,6 +253,7 @@ def running_server(
         server = start_server(
             app_environment(tmp_dir / "var", url, production=production, **extra),
             tmp_dir / "server.log",
+            clock=MovableClock(),
         )
         try:
             yield server

@@ -4,7 +4,9 @@
 
 - ``users.tokens_not_before`` is set to now. Authorization codes and token families created
   before it are refused wherever they are checked (code and refresh grants, ``/verify``,
-  ``/introspect``, the bearer APIs), so nothing minted earlier can come back.
+  ``/introspect``, the bearer APIs), so nothing minted earlier can come back. ``/verify``,
+  ``/introspect`` and the bearer APIs read it (and ``disabled``) from a per-process cache, so
+  there it takes effect within a second; the token families revoked below, at once.
 - What the layers above hold for the user is ended in the same transaction by the
   :class:`GrantRevoker` functions they plug in at wiring (``services.py``): the identity
   provider deletes the user's unredeemed authorization codes and revokes every live token

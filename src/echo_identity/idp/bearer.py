@@ -25,7 +25,7 @@ The decision, in order (the first failure answers):
    audience is missing *because* the scope is (``idp.provider.access_token_audience``), so it
    goes on to the scope check and gets 403 ``insufficient_scope``, as at the other APIs;
 3. it is not revoked and its client is enabled
-   (:class:`~echo_identity.idp.revocation.Revocations`), else ``invalid_token``;
+   (:class:`~echo_identity.idp.revocation.AccessTokenState`), else ``invalid_token``;
 4. a token issued to a user (its ``sub`` is not its ``client_id``: code or refresh grant)
    belongs to an existing, enabled user, else ``invalid_token``;
 5. the scope is granted, else :class:`InsufficientScopeError` (403 ``insufficient_scope``).
@@ -62,7 +62,6 @@ from echo_identity.idp.errors import (
     MissingBearerTokenError,
 )
 from echo_identity.idp.provider import Provider
-from echo_identity.idp.revocation import Revocations
 from echo_identity.idp.tokens import audiences_of
 from echo_identity.web.context import request_context, request_session, service
 from echo_identity.web.request_id import current_request_id
@@ -110,7 +109,7 @@ def authorize_bearer(api: BearerApi, scope: str) -> BearerGrant:
         raise InvalidBearerTokenError(
             "The token is meant for another audience.", "invalid_audience"
         )
-    problem = Revocations(session).access_token_problem(claims)
+    problem = provider.token_state.access_token_problem(claims)
     if problem is not None:
         raise InvalidBearerTokenError(problem.description, problem.code)
     user = None

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,22 +32,35 @@ _LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "localhost"}
 @dataclass(frozen=True)
 class ClientRecord:
     """What the protocol needs to know about a client: a plain value read with one Core query
-    (no ORM identity map or unit of work on the token path)."""
+    (no ORM identity map or unit of work on the token path). Immutable all the way down (lists
+    become tuples): one record is shared by every thread of the process (``Provider.client``
+    keeps it for a second)."""
 
     client_id: str
     name: str
     secret_digest: str | None
-    redirect_uris: list[str]
-    post_logout_redirect_uris: list[str]
-    grant_types: list[str]
+    redirect_uris: tuple[str, ...]
+    post_logout_redirect_uris: tuple[str, ...]
+    grant_types: tuple[str, ...]
     scope: str
-    audiences: list[str]
+    audiences: tuple[str, ...]
     id_token_alg: str
-    vault_providers: list[str]
+    vault_providers: tuple[str, ...]
 
     @classmethod
     def from_mapping(cls, values: Any) -> ClientRecord:
-        return cls(**{name: values[name] for name in _RECORD_FIELDS})
+        return cls(
+            client_id=values["client_id"],
+            name=values["name"],
+            secret_digest=values["secret_digest"],
+            redirect_uris=tuple(values["redirect_uris"]),
+            post_logout_redirect_uris=tuple(values["post_logout_redirect_uris"]),
+            grant_types=tuple(values["grant_types"]),
+            scope=values["scope"],
+            audiences=tuple(values["audiences"]),
+            id_token_alg=values["id_token_alg"],
+            vault_providers=tuple(values["vault_providers"]),
+        )
 
 
 _RECORD_FIELDS = tuple(field.name for field in fields(ClientRecord))
@@ -169,13 +183,33 @@ def client_digest_key(secret_key: bytes) -> bytes:
 
 
 class AuthlibClient(ClientMixin):  # type: ignore[misc]
-    """The view of a registered client that Authlib's grants and endpoints use."""
+    """The view of a registered client that Authlib's grants and endpoints use.
+
+    Read-only (its record is immutable, its metadata a read-only mapping, and setting an
+    attribute raises ``AttributeError``): one instance serves every thread for as long as
+    ``Provider.client`` keeps it.
+    """
+
+    row: ClientRecord
+    _digest_key: bytes
+    _metadata: Mapping[str, Any]
 
     def __init__(self, row: ClientRecord, digest_key: bytes) -> None:
-        self.row = row
-        self._digest_key = digest_key
-        self.client_metadata = {"post_logout_redirect_uris": list(row.post_logout_redirect_uris)}
-        self.id_token_signed_response_alg = row.id_token_alg
+        object.__setattr__(self, "row", row)
+        object.__setattr__(self, "_digest_key", digest_key)
+        metadata = {"post_logout_redirect_uris": row.post_logout_redirect_uris}
+        object.__setattr__(self, "_metadata", MappingProxyType(metadata))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only (shared between threads)")
+
+    @property
+    def client_metadata(self) -> Mapping[str, Any]:
+        return self._metadata
+
+    @property
+    def id_token_signed_response_alg(self) -> str:
+        return self.row.id_token_alg
 
     @property
     def client_id(self) -> str:

@@ -15,8 +15,7 @@ from echo_identity.db import utcnow
 from echo_identity.idp.clients import AuthlibClient
 from echo_identity.idp.errors import InvalidTokenError
 from echo_identity.idp.models import RefreshToken, TokenFamily
-from echo_identity.idp.revocation import Revocations
-from echo_identity.idp.tokens import TokenVerifier
+from echo_identity.idp.provider import Provider
 
 
 @dataclass
@@ -44,7 +43,7 @@ class PresentedToken:
 
 
 def find_presented_token(
-    session: Session, verifier: TokenVerifier, raw: str, hint: str | None
+    session: Session, provider: Provider, raw: str, hint: str | None
 ) -> PresentedToken | None:
     """The access or refresh token ``raw`` issued by us, or ``None`` if we never issued it.
 
@@ -54,10 +53,10 @@ def find_presented_token(
     """
     if raw.count(".") == 2:
         try:
-            claims = verifier.verify_access_token(raw)
+            claims = provider.verifier.verify_access_token(raw)
         except InvalidTokenError:
             return None
-        active = Revocations(session).access_token_problem(claims) is None
+        active = provider.token_state.access_token_problem(claims) is None
         return PresentedToken(
             "access_token",
             raw,

@@ -2,81 +2,131 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, bindparam, exists, literal_column, select, true, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from echo_identity.accounts.credentials import credentials_void
 from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.service import AuditTrail
-from echo_identity.db import utcnow
+from echo_identity.cache import FreshFor
+from echo_identity.clock import SYSTEM_CLOCK, Clock
+from echo_identity.db import Database, utcnow
 from echo_identity.idp.errors import InvalidTokenError
 from echo_identity.idp.models import (
     IssuedAccessToken,
-    OAuthClient,
     RevokedAccessToken,
     TokenFamily,
 )
 from echo_identity.web.context import RequestContext
 
 
-class Revocations:
-    """Reads and records revocations in one database session (the caller commits)."""
+@dataclass(frozen=True)
+class UserStanding:
+    """What a user's row says about the tokens minted for them (``accounts.credentials``)."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    disabled: bool
+    tokens_not_before: datetime | None
+
+
+# The jti deny list and the token's family in one statement, always one row: a one-row
+# derived table LEFT JOINed to the family (client-credentials tokens have none).
+_JTI: BindParameter[Any] = bindparam("jti")
+_ONE_ROW = select(literal_column("1").label("one")).subquery()
+_FAMILY = (
+    select(TokenFamily.revoked_at, TokenFamily.created_at, TokenFamily.user_id)
+    .select_from(IssuedAccessToken)
+    .join(TokenFamily, IssuedAccessToken.family_id == TokenFamily.id)
+    .where(IssuedAccessToken.jti == _JTI)
+    .subquery()
+)
+ACCESS_TOKEN_STATE: Select[Any] = select(
+    exists().where(RevokedAccessToken.jti == _JTI).label("denied"),
+    _FAMILY.c.revoked_at,
+    _FAMILY.c.created_at,
+    _FAMILY.c.user_id,
+).select_from(_ONE_ROW.outerjoin(_FAMILY, true()))
+USER_STANDING = select(User.disabled, User.tokens_not_before).where(User.id == bindparam("user_id"))
+
+
+class AccessTokenState:
+    """Whether a correctly signed access token must still be refused: one per app, safe to
+    share between threads (it holds no session).
+
+    Per request: one Core statement on this thread's read connection (``Database.read_row``,
+    never the request's transaction, so never SQLite's write lock) for the jti deny list and
+    the token family, which are never cached (a revoked token or family is refused on its
+    next use); the user's ``disabled`` / ``tokens_not_before`` and the client's state from
+    per-process caches that every process re-reads at least once a second
+    (``echo_identity.cache``).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        clients: Callable[[str], object | None],
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        """``clients``: the enabled client with an id, or ``None`` (``Provider.client``)."""
+        self._database = database
+        self._clients = clients
+        self.users: FreshFor[UserStanding] = FreshFor(clock)
 
     def is_access_token_revoked(self, jti: str) -> bool:
         """True when the jti was revoked itself, or belongs to a token family that is revoked,
         whose user is disabled, or that was created before the user's ``tokens_not_before``
-        (disable, password change or reset).
-
-        One indexed lookup of the jti deny list and one join IssuedAccessToken → TokenFamily →
-        User: the user's state costs no query of its own. A jti without a family (a
-        client-credentials token) is revoked only through the deny list.
-        """
-        if self._session.get(RevokedAccessToken, jti) is not None:
+        (disable, password change or reset). A jti without a family (a client-credentials
+        token) is revoked only through the deny list."""
+        state = self._database.read_row(ACCESS_TOKEN_STATE, {"jti": jti})
+        if state is None or state["denied"]:  # no row at all cannot happen: one-row table
             return True
-        family = self._session.execute(
-            select(
-                TokenFamily.revoked_at,
-                TokenFamily.created_at,
-                User.disabled,
-                User.tokens_not_before,
-            )
-            .select_from(IssuedAccessToken)
-            .join(TokenFamily, IssuedAccessToken.family_id == TokenFamily.id)
-            .outerjoin(User, TokenFamily.user_id == User.id)
-            .where(IssuedAccessToken.jti == jti)
-        ).first()
-        if family is None:
+        if state["created_at"] is None:  # no family
             return False
-        if family.revoked_at is not None:
+        if state["revoked_at"] is not None:
             return True
+        if state["user_id"] is None:
+            return False
+        standing = self.users.get(str(state["user_id"]), self._read_user)
+        if standing is None:  # the user is gone: as before, the family alone decides
+            return False
         # Compared here rather than in SQL: SQLite stores datetimes as text.
         return credentials_void(
-            family.created_at,
-            disabled=bool(family.disabled),
-            tokens_not_before=family.tokens_not_before,
+            state["created_at"],
+            disabled=standing.disabled,
+            tokens_not_before=standing.tokens_not_before,
         )
 
     def access_token_problem(self, claims: dict[str, Any]) -> InvalidTokenError | None:
         """Why a correctly signed access token must still be refused, or ``None``.
 
         Revoked (itself, its family, or by its user's disable / password change / reset), or
-        minted for a client that has since been disabled.
+        minted for a client that has since been disabled (or is gone).
         """
         if self.is_access_token_revoked(str(claims["jti"])):
             return InvalidTokenError("The token has been revoked.", "token_revoked")
-        disabled = self._session.scalar(
-            select(OAuthClient.disabled).where(OAuthClient.client_id == claims["client_id"])
-        )
-        if disabled is None or disabled:
+        if self._clients(str(claims["client_id"])) is None:
             return InvalidTokenError("The token's client is disabled.", "client_disabled")
         return None
+
+    def _read_user(self, user_id: str) -> UserStanding | None:
+        row = self._database.read_row(USER_STANDING, {"user_id": int(user_id)})
+        if row is None:
+            return None
+        return UserStanding(bool(row["disabled"]), row["tokens_not_before"])
+
+
+class Revocations:
+    """Records revocations in one database session (the caller commits). Reading whether a
+    token is revoked is :class:`AccessTokenState`'s."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
 
     def revoke_access_token(self, jti: str, expires_at: int) -> None:
         if self._session.get(RevokedAccessToken, jti) is None:

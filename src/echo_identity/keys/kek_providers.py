@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
+from echo_identity.cache import FreshFor
 from echo_identity.config import ConfigError, Settings
 from echo_identity.crypto.kek import KekProvider, LocalKekProvider, UnknownKekError
 from echo_identity.keys.keyring import Keyring, KeyringFactory
@@ -95,9 +96,10 @@ def keyring_factory(settings: Settings) -> KeyringFactory:
         ConfigError: as :func:`kek_provider`.
     """
     keks = kek_provider(settings)
+    unwrapped: FreshFor[bytes] = FreshFor()  # DEKs decrypt() unwrapped, each for 1 s at most
 
     def keyring_for(session: Session) -> Keyring:
-        return Keyring(session, keks)
+        return Keyring(session, keks, unwrapped)
 
     return keyring_for
 

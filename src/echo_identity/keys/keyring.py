@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from echo_identity.cache import FreshFor
 from echo_identity.crypto import aead
 from echo_identity.crypto.aead import DecryptionError
 from echo_identity.crypto.kek import KekProvider
@@ -81,12 +82,20 @@ class Keyring:
     """Encrypts and decrypts owners' secrets with their DEKs, kept in ``data_keys``.
 
     Unwrapped DEKs are cached for the life of the instance, so create one Keyring per unit of
-    work (like its session) rather than one per process.
+    work (like its session) rather than one per process. ``shared``, the keyring factory's
+    process-wide cache, keeps a DEK that :meth:`decrypt` unwrapped for at most a second for
+    the keyrings of later units of work: a hot read (the vault's token hand-out) then neither
+    reads ``data_keys`` nor asks the KEK provider (a KMS call) each time. A DEK destroyed in
+    another process is therefore still usable here for up to a second; in this process
+    :meth:`destroy` forgets it at once.
     """
 
-    def __init__(self, session: Session, keks: KekProvider) -> None:
+    def __init__(
+        self, session: Session, keks: KekProvider, shared: FreshFor[bytes] | None = None
+    ) -> None:
         self._session = session
         self._keks = keks
+        self._shared = shared
         # DEK id -> unwrapped DEK. Never logged; evicted by destroy().
         self._deks: dict[str, bytes] = {}
 
@@ -193,11 +202,16 @@ class Keyring:
         key_id = aead.key_id_of(ciphertext)
         dek = self._deks.get(key_id)
         if dek is None:
-            data_key = self._session.get(DataKey, key_id)
-            if data_key is None:
+            shared = self._shared
+            dek = shared.get(key_id, self._load) if shared is not None else self._load(key_id)
+            if dek is None:
                 raise UnknownDataKeyError(key_id)
-            dek = self._dek(data_key)
+            self._deks[key_id] = dek
         return aead.decrypt(dek, ciphertext, context)
+
+    def _load(self, key_id: str) -> bytes | None:
+        data_key = self._session.get(DataKey, key_id)
+        return self._dek(data_key) if data_key is not None else None
 
     def rotate(self, owner: str) -> DataKey:
         """Retire ``owner``'s current DEK and return a new one, flushed. Ciphertexts under the
@@ -249,6 +263,8 @@ class Keyring:
         data_keys = self._session.scalars(select(DataKey).where(DataKey.owner == owner)).all()
         for data_key in data_keys:
             self._deks.pop(data_key.id, None)
+            if self._shared is not None:
+                self._shared.forget(data_key.id)
             self._session.delete(data_key)
         self._session.flush()
         return len(data_keys)

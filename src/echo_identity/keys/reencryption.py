@@ -31,12 +31,12 @@ from sqlalchemy.orm import Session
 
 from echo_identity.crypto import aead
 from echo_identity.crypto.aead import DecryptionError
+from echo_identity.db import READ_ONLY
 from echo_identity.keys.columns import EncryptedColumn
 from echo_identity.keys.encrypted_tables import Batch, EncryptedTable
 from echo_identity.keys.keyring import Encryptor, Keyring
 
 # A transaction that only reads. On SQLite it must not take the write lock (see db.py).
-READ_ONLY = {"sqlite_begin": "DEFERRED"}
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 Progress = Callable[[int, int], None]

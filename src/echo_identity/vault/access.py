@@ -12,6 +12,8 @@ the user exists or not, so the API cannot be used to enumerate users.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -25,9 +27,17 @@ from echo_identity.vault.errors import VaultAccessDeniedError
 class VaultAccess:
     """The access decisions of the vault API, in one database session (reads only)."""
 
-    def __init__(self, session: Session, consents: VaultConsents) -> None:
+    def __init__(
+        self,
+        session: Session,
+        consents: VaultConsents,
+        registered_providers: Callable[[str], Collection[str]] | None = None,
+    ) -> None:
+        """``registered_providers``: the providers a client is registered for, from the app's
+        client cache (``Provider.vault_providers_of``); ``None`` reads them from the database."""
         self._session = session
         self._consents = consents
+        self._registered = registered_providers or self._registered_in_database
 
     def reach(self, grant: BearerGrant, sub: str) -> tuple[User, set[str]]:
         """The user ``sub`` and the providers whose connections of that user ``grant`` may
@@ -36,10 +46,7 @@ class VaultAccess:
         Raises :class:`VaultAccessDeniedError` for a token of another user, and for a client's
         own token that no consent of ``sub`` covers (unknown and disabled users included).
         """
-        registered = self._session.scalar(
-            select(OAuthClient.vault_providers).where(OAuthClient.client_id == grant.client_id)
-        )
-        providers = set(registered or [])
+        providers = set(self._registered(grant.client_id))
         if grant.user is not None:  # issued to a user: that user's connections only
             if sub != grant.user_sub:
                 raise VaultAccessDeniedError()
@@ -56,6 +63,12 @@ class VaultAccess:
         if provider_name not in providers:
             raise VaultAccessDeniedError()
         return user
+
+    def _registered_in_database(self, client_id: str) -> Collection[str]:
+        registered = self._session.scalar(
+            select(OAuthClient.vault_providers).where(OAuthClient.client_id == client_id)
+        )
+        return registered or ()
 
     def existing_sub(self, sub: str) -> str | None:
         """``sub`` if a user has it, else ``None``: a refusal names the path's user in the

@@ -14,13 +14,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from echo_identity.accounts.models import User
 from echo_identity.db import utcnow
 from echo_identity.idp.models import OAuthClient
 from echo_identity.vault.models import ConnectionConsent
+
+# Constant statements (compiled once, cached by SQLAlchemy): the vault's hand-out asks them on
+# every call.
+_USER_BY_SUB = select(User).where(User.sub == bindparam("sub"))
+_ACTIVE_CONSENTS = select(ConnectionConsent.provider_name, ConnectionConsent.client_ids).where(
+    ConnectionConsent.user_id == bindparam("user_id"), ConnectionConsent.withdrawn_at.is_(None)
+)
 
 CONSENT_TEXT_VERSION = "2026-12-01"  # lists the services that receive the token
 
@@ -88,12 +95,8 @@ class VaultConsents:
         """The enabled user ``sub`` and the providers whose active consent names
         ``client_id``; ``None`` for an unknown or disabled user. The caller answers "none" and
         "no such user" alike, so it cannot be used to enumerate users."""
-        user = self._session.scalar(select(User).where(User.sub == sub))
+        user = self._session.scalar(_USER_BY_SUB, {"sub": sub})
         if user is None or user.disabled:
             return None
-        rows = self._session.execute(
-            select(ConnectionConsent.provider_name, ConnectionConsent.client_ids).where(
-                ConnectionConsent.user_id == user.id, ConnectionConsent.withdrawn_at.is_(None)
-            )
-        ).all()
+        rows = self._session.execute(_ACTIVE_CONSENTS, {"user_id": user.id}).all()
         return user, {row.provider_name for row in rows if client_id in (row.client_ids or [])}

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
+from echo_identity.cache import FreshFor
 from echo_identity.keys.keyring import Keyring
 from echo_identity.vault.errors import InvalidProviderError, UnknownProviderError
 from echo_identity.vault.models import CLIENT_SECRET, Provider
@@ -48,12 +50,34 @@ def fetch_discovery(issuer: str) -> dict[str, Any]:
     raise InvalidProviderError(f"{issuer} publishes no discovery document.")
 
 
-class ProviderRegistry:
-    """Providers in one database session (the caller commits)."""
+ProviderSettings = Mapping[str, Any]
+"""A provider row's column values as read (``authorize_params`` included): what
+:class:`ProviderRegistry` keeps per process between requests, never an ORM instance (an
+instance belongs to one session and one thread)."""
 
-    def __init__(self, session: Session, keyring: Keyring) -> None:
+_COLUMNS = tuple(attr.key for attr in inspect(Provider).column_attrs)
+
+
+def _settings_of(row: Provider) -> ProviderSettings:
+    values = {key: getattr(row, key) for key in _COLUMNS}
+    values["authorize_params"] = MappingProxyType(dict(row.authorize_params or {}))
+    return MappingProxyType(values)
+
+
+class ProviderRegistry:
+    """Providers in one database session (the caller commits).
+
+    With ``settings`` (one per app: ``VaultRuntime``), :meth:`require` serves a provider's
+    settings read at most a second ago (``echo_identity.cache``): a provider reconfigured or
+    given a new client secret by another process is used by this one at most a second later.
+    """
+
+    def __init__(
+        self, session: Session, keyring: Keyring, settings: FreshFor[ProviderSettings] | None = None
+    ) -> None:
         self._session = session
         self._keyring = keyring
+        self._settings = settings
 
     def add(
         self,
@@ -113,11 +137,37 @@ class ProviderRegistry:
         return self._session.scalar(select(Provider).where(Provider.name == name))
 
     def require(self, name: str) -> Provider:
-        """The provider ``name``; raises :class:`UnknownProviderError`."""
-        provider = self.find(name)
-        if provider is None:
+        """The provider ``name`` in this registry's session; raises
+        :class:`UnknownProviderError`.
+
+        With a settings cache, a provider read less than a second ago is put into the session
+        from memory (``Session.merge(load=False)``: no query); an unknown name is looked up
+        every time (nothing kept), so made-up names cannot fill the cache.
+        """
+        if self._settings is None:
+            provider = self.find(name)
+            if provider is None:
+                raise UnknownProviderError()
+            return provider
+        found: list[Provider] = []
+
+        def read(key: str) -> ProviderSettings | None:
+            row = self.find(key)
+            if row is None:
+                return None
+            found.append(row)
+            return _settings_of(row)
+
+        settings = self._settings.get(name, read)
+        if settings is None:
             raise UnknownProviderError()
-        return provider
+        if found:
+            return found[0]
+        values = dict(settings)
+        values["authorize_params"] = dict(settings["authorize_params"])
+        kept = Provider(**values)
+        make_transient_to_detached(kept)
+        return self._session.merge(kept, load=False)
 
     def list_providers(self) -> Sequence[Provider]:
         return self._session.scalars(select(Provider).order_by(Provider.name)).all()

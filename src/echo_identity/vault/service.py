@@ -17,18 +17,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from echo_identity.accounts.models import User
 from echo_identity.audit.events import EventType, Severity
 from echo_identity.audit.service import AuditTrail
+from echo_identity.cache import FreshFor
 from echo_identity.db import utcnow
 from echo_identity.keys.keyring import Keyring
 from echo_identity.vault.access import VaultAccess
@@ -41,7 +42,7 @@ from echo_identity.vault.errors import (
     VaultError,
 )
 from echo_identity.vault.models import ACCESS_TOKEN, REFRESH_TOKEN, Connection, Provider
-from echo_identity.vault.providers import ProviderRegistry
+from echo_identity.vault.providers import ProviderRegistry, ProviderSettings
 from echo_identity.vault.token_store import (
     FreshToken,
     expiring,
@@ -59,6 +60,12 @@ def pkce_verifier(state: str, key: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+# A constant statement (compiled once): every hand-out looks its connection up.
+_CONNECTION = select(Connection).where(
+    Connection.user_id == bindparam("user_id"), Connection.provider_id == bindparam("provider_id")
+)
+
+
 class VaultService:
     """Vault operations in one database session; methods flush, the caller commits (except
     the locked refresh, see :meth:`_locked`)."""
@@ -73,7 +80,12 @@ class VaultService:
         refresh_window: timedelta,
         pkce_key: bytes,
         clock: Callable[[], datetime] = utcnow,
+        provider_settings: FreshFor[ProviderSettings] | None = None,
+        registered_providers: Callable[[str], Collection[str]] | None = None,
     ) -> None:
+        """``provider_settings``: the app's cache of provider settings (``VaultRuntime``);
+        ``registered_providers``: the providers a client is registered for, from the app's
+        client cache. ``None`` reads either from the database every time."""
         self._session = session
         self._keyring = keyring
         self._upstream = upstream
@@ -81,9 +93,9 @@ class VaultService:
         self._window = refresh_window
         self._pkce_key = pkce_key
         self._clock = clock
-        self.providers = ProviderRegistry(session, keyring)
+        self.providers = ProviderRegistry(session, keyring, provider_settings)
         self.consents = VaultConsents(session, clock)
-        self.access = VaultAccess(session, self.consents)
+        self.access = VaultAccess(session, self.consents, registered_providers)
 
     # --- connect flow -----------------------------------------------------------------------
 
@@ -282,11 +294,7 @@ class VaultService:
     # --- internals --------------------------------------------------------------------------
 
     def _find(self, user_id: int, provider_id: int) -> Connection | None:
-        return self._session.scalar(
-            select(Connection).where(
-                Connection.user_id == user_id, Connection.provider_id == provider_id
-            )
-        )
+        return self._session.scalar(_CONNECTION, {"user_id": user_id, "provider_id": provider_id})
 
     @contextmanager
     def _locked(self, user_id: int, provider_id: int) -> Iterator[Connection]:

@@ -149,6 +149,7 @@ def test_disabled_client_is_refused_at_authorize(
     dev_server: LiveServer, rp: RelyingParty, browser: Browser
 ) -> None:
     assert run_cli(dev_server.env, "clients", "disable", rp.client.client_id).returncode == 0
+    dev_server.advance(1.0)  # another process's change reaches every worker within a second
     response = browser.get(_path(rp))
     assert response.status_code == 400
     assert "location" not in response.headers

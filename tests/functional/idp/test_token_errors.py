@@ -193,6 +193,7 @@ def test_disabled_client_is_refused_at_token_and_introspect(
 ) -> None:
     token = rp.fetch_token(location)
     assert run_cli(dev_server.env, "clients", "disable", rp.client.client_id).returncode == 0
+    dev_server.advance(1.0)  # another process's change reaches every worker within a second
     refresh = _token_request(rp, grant_type="refresh_token", refresh_token=token["refresh_token"])
     assert refresh.status_code == 401
     introspect = rp.oauth.introspect_token(

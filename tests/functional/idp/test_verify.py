@@ -190,6 +190,7 @@ def test_unauthenticated_or_disabled_caller_is_refused(
     assert anonymous.status_code == 401
     assert anonymous.json()["error"] == "invalid_client"
     assert run_cli(dev_server.env, "clients", "disable", caller.client_id).returncode == 0
+    dev_server.advance(1.0)  # another process's change reaches every worker within a second
     assert _verify(dev_server, caller, minted["access_token"]).json()["error"] == "invalid_client"
 
 
@@ -200,6 +201,7 @@ def test_tokens_of_a_disabled_client_are_refused(
     token = client_credentials_token(dev_server, client)["access_token"]
     assert _verify(dev_server, caller, token).json()["active"] is True
     assert run_cli(dev_server.env, "clients", "disable", client.client_id).returncode == 0
+    dev_server.advance(1.0)  # another process's change reaches every worker within a second
     assert _verify(dev_server, caller, token).json()["error"] == "client_disabled"
     revoke = httpx.post(
         f"{dev_server.base_url}/revoke",

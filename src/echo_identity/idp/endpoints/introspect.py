@@ -36,7 +36,7 @@ class EchoIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
         """The presented token (``None``: not one of ours), its introspection recorded and
         committed before the answer."""
         token = find_presented_token(
-            request_session(), self.provider.verifier, token_string, token_type_hint
+            request_session(), self.provider, token_string, token_type_hint
         )
         record_for_request(
             EventType.TOKEN_INTROSPECTED,

@@ -41,9 +41,7 @@ class EchoRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
         return provider
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> PresentedToken | None:
-        return find_presented_token(
-            request_session(), self.provider.verifier, token_string, token_type_hint
-        )
+        return find_presented_token(request_session(), self.provider, token_string, token_type_hint)
 
     def authenticate_token(
         self, request: OAuth2Request, client: AuthlibClient

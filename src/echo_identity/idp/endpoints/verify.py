@@ -19,8 +19,7 @@ from echo_identity.idp.endpoints.blueprint import bp
 from echo_identity.idp.endpoints.client_request import check_client_request
 from echo_identity.idp.errors import InvalidTokenError
 from echo_identity.idp.provider import Provider
-from echo_identity.idp.revocation import Revocations
-from echo_identity.web.context import request_session, service
+from echo_identity.web.context import service
 from echo_identity.web.csrf import csrf_exempt
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -62,7 +61,7 @@ def verify() -> Response:
         if not token:
             raise InvalidTokenError("Send the token in the 'token' form field.", "invalid_request")
         claims = provider.verifier.verify_access_token(token, client.identities())
-        problem = Revocations(request_session()).access_token_problem(claims)
+        problem = provider.token_state.access_token_problem(claims)
         if problem is not None:
             raise problem
     except InvalidTokenError as exc:
