@@ -7,15 +7,17 @@ constructor and flush, and the request, worker job or command commits its unit o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Executable, MetaData, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.types import TypeDecorator
 
 from echo_identity.config import database_url_for_sqlalchemy
@@ -68,6 +70,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
+# Execution options of a unit of work that only reads: on SQLite it begins ``DEFERRED`` and
+# never takes the write lock (see _sqlite_begin); other databases ignore the option.
+READ_ONLY: Mapping[str, Any] = {"sqlite_begin": "DEFERRED"}
+
+
 def _sqlite_begin(connection: Connection) -> None:
     """BEGIN IMMEDIATE: take SQLite's single write lock when the transaction starts.
 
@@ -75,26 +82,47 @@ def _sqlite_begin(connection: Connection) -> None:
     another connection committed in between (WAL snapshot rule; busy_timeout cannot help), so
     under concurrency every read-then-write request would be at risk. Starting immediately
     queues writers on busy_timeout instead (the same choice Rails made for SQLite). A unit of
-    work that only reads may ask for ``execution_options={"sqlite_begin": "DEFERRED"}``.
+    work that only reads may ask for ``execution_options=READ_ONLY``.
     """
     mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 class Database:
-    """The engine and session factory for one database URL."""
+    """The engine and session factory for one database URL, and each thread's read connection.
+
+    Hot read paths (a client by id, a token's revocation state) use :meth:`read_row` /
+    :meth:`read_rows`: one autocommit connection per thread, opened on first use and kept, so
+    a read costs one statement and no pool checkout, ``BEGIN`` or rollback. Each statement
+    sees what was committed when it ran (its own snapshot); a unit of work that needs one
+    snapshot for several statements, or its own uncommitted writes, uses a session.
+    """
 
     def __init__(self, url: str) -> None:
         url = database_url_for_sqlalchemy(url)
+        self.url = url
+        sqlite = url.startswith("sqlite")
         # hide_parameters keeps bound values (hashes, digests, tokens) out of error messages.
         # A SQLite file connection cannot go stale; pinging it would cost a query per checkout.
-        self.engine: Engine = create_engine(
-            url, hide_parameters=True, pool_pre_ping=not url.startswith("sqlite")
+        self.engine: Engine = create_engine(url, hide_parameters=True, pool_pre_ping=not sqlite)
+        # Read connections live as long as their thread, outside the pool (whose size bounds
+        # the request sessions); closed by dispose(). Autocommit: never holds a snapshot.
+        self._read_engine: Engine = create_engine(
+            url,
+            hide_parameters=True,
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+            connect_args={"check_same_thread": False} if sqlite else {},
         )
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
+            event.listen(self._read_engine, "connect", _sqlite_pragmas)  # no BEGIN: autocommit
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._local = threading.local()
+        self._readers: set[Connection] = set()
+        self._readers_lock = threading.Lock()
+        self._on_dispose: list[Callable[[], None]] = []
 
     @property
     def dialect(self) -> str:
@@ -107,15 +135,54 @@ class Database:
         """A session for reading only: on SQLite it never takes the write lock, so it cannot
         wait on (or deadlock with) a writer, e.g. the current request's own session."""
         session = self._sessions()
-        session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+        session.connection(execution_options=READ_ONLY)
         return session
 
     def read_row(self, statement: Executable, params: Mapping[str, Any]) -> RowMapping | None:
-        """The first row of a read-only Core ``statement``, or ``None``: on a connection of its
-        own, without an ORM session and (on SQLite) without the write lock. For hot paths."""
-        with self.engine.connect() as connection:
-            connection.execution_options(sqlite_begin="DEFERRED")
-            return connection.execute(statement, params).mappings().first()
+        """The first row of a read-only Core ``statement``, or ``None``, on this thread's read
+        connection (see the class docstring): no ORM session, no transaction, and (on SQLite)
+        never the write lock. For hot paths."""
+        rows = self.read_rows(statement, params)
+        return rows[0] if rows else None
+
+    def read_rows(self, statement: Executable, params: Mapping[str, Any]) -> list[RowMapping]:
+        """Every row of a read-only Core ``statement`` on this thread's read connection.
+
+        A connection the server dropped (a PostgreSQL restart) is replaced and the statement
+        tried once more on the new one.
+        """
+        for attempt in (1, 2):
+            connection = self._reader()
+            try:
+                return list(connection.execute(statement, params).mappings())
+            except DBAPIError as error:
+                self._drop_reader(connection)
+                if attempt == 2 or not error.connection_invalidated:
+                    raise
+            finally:
+                if not connection.closed:
+                    connection.rollback()  # ends SQLAlchemy's logical transaction; no SQL
+        raise AssertionError("unreachable")
+
+    def _reader(self) -> Connection:
+        connection: Connection | None = getattr(self._local, "reader", None)
+        if connection is None or connection.closed:
+            connection = self._read_engine.connect()
+            self._local.reader = connection
+            with self._readers_lock:
+                self._readers.add(connection)
+        return connection
+
+    def _drop_reader(self, connection: Connection) -> None:
+        self._local.reader = None
+        with self._readers_lock:
+            self._readers.discard(connection)
+        connection.invalidate()
+
+    def on_dispose(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` first when :meth:`dispose` runs (a collaborator above this layer
+        that holds a connection of its own: the audit writer)."""
+        self._on_dispose.append(callback)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -127,10 +194,20 @@ class Database:
         """True when the database answers a trivial query."""
         try:
             with self.engine.connect() as connection:
-                connection.execution_options(sqlite_begin="DEFERRED").execute(text("SELECT 1"))
+                connection.execution_options(**READ_ONLY).execute(text("SELECT 1"))
         except Exception:  # any driver error means "not ready"
             return False
         return True
 
     def dispose(self) -> None:
+        """Stop what holds connections (:meth:`on_dispose`), close every thread's read
+        connection and the pool. The database stays usable: connections reopen on demand."""
+        for callback in self._on_dispose:
+            callback()
+        with self._readers_lock:
+            readers, self._readers = self._readers, set()
+        for connection in readers:
+            connection.close()
+        self._local = threading.local()
         self.engine.dispose()
+        self._read_engine.dispose()

@@ -25,6 +25,7 @@ from echo_identity.accounts.sessions import (
 from echo_identity.audit.keys import AuditSigner
 from echo_identity.audit.pseudonyms import Pseudonyms
 from echo_identity.audit.service import AuditTrail
+from echo_identity.audit.writer import AuditWriter
 from echo_identity.clock import SYSTEM_CLOCK, Clock
 from echo_identity.config import Settings
 from echo_identity.db import Database
@@ -64,10 +65,11 @@ def build_services(
     database = database or Database(settings.database_url)
     keyrings = keyring_factory(settings)
     pseudonyms = Pseudonyms.from_secret(settings.secret_key_bytes())
-    audit = AuditTrail(pseudonyms)
+    audit = AuditTrail(pseudonyms, AuditWriter(database, pseudonyms))
     passwords = Passwords(
         settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism
     )
+    provider = build_provider(settings, database, keyrings, audit, clock)
     return Services(
         settings=settings,
         clock=clock,
@@ -81,8 +83,8 @@ def build_services(
         pseudonyms=pseudonyms,
         audit=audit,
         audit_signer=AuditSigner(keyrings),
-        provider=build_provider(settings, database, keyrings, audit, clock),
-        vault=build_runtime(settings, keyrings, audit, clock),
+        provider=provider,
+        vault=build_runtime(settings, keyrings, audit, clock, provider.vault_providers_of),
         readiness=readiness_for(settings, database),
     )
 

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 
 from sqlalchemy import Table, bindparam, column, delete, event, select, table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, SessionTransaction
 
 from echo_identity.audit.models import AuditPseudonym
@@ -95,19 +97,22 @@ class Pseudonyms:
         if pseudonym in pending or not _storable(sub):
             return pseudonym
         session.flush()  # a user added earlier in this transaction must be visible to the SELECT
-        inserted = session.execute(
-            _INSERTS[session.get_bind().dialect.name],
-            {"pseudonym": pseudonym, "user_sub": sub, "created_at": utcnow()},
-        )
-        # Inserted now, or already there (another process mapped it): remembered once this
-        # transaction commits. Neither (no such user): never remembered, nothing written.
-        if (
-            inserted.first() is not None
-            or session.execute(_IS_MAPPED, {"pseudonym": pseudonym}).first() is not None
-        ):
-            pending.add(pseudonym)
+        if _map(session, session.get_bind().dialect.name, pseudonym, sub):
+            pending.add(pseudonym)  # remembered once this transaction commits
             session.info[_OWNER] = self
         return pseudonym
+
+    def map_on(self, connection: Connection, subs: Iterable[str]) -> set[str]:
+        """Add the missing map rows of the users ``subs`` on ``connection``'s transaction (the
+        group-commit writer's); returns the pseudonyms to :meth:`remember` once it commits."""
+        mapped: set[str] = set()
+        for sub in subs:
+            pseudonym = self.of(sub)
+            if pseudonym in self._mapped or not _storable(sub):
+                continue
+            if _map(connection, connection.dialect.name, pseudonym, sub):
+                mapped.add(pseudonym)
+        return mapped
 
     def forget(self, session: Session, sub: str) -> str:
         """Delete the map row of ``sub`` (flushed; the caller commits); returns the pseudonym."""
@@ -118,10 +123,22 @@ class Pseudonyms:
         session.execute(delete(AuditPseudonym).where(AuditPseudonym.pseudonym == pseudonym))
         return pseudonym
 
-    def _remember(self, pseudonyms: set[str]) -> None:
+    def remember(self, pseudonyms: set[str]) -> None:
+        """Note ``pseudonyms`` as mapped by a committed transaction."""
         if len(self._mapped) + len(pseudonyms) > MAX_REMEMBERED:
             self._mapped.clear()  # cheap bound: a forgotten one costs one no-op INSERT later
         self._mapped.update(pseudonyms)
+
+
+def _map(executor: Session | Connection, dialect: str, pseudonym: str, sub: str) -> bool:
+    """Insert the map row of ``sub`` if it is a user's; True when the row now exists (inserted
+    now, or already there: another process mapped it), False when ``sub`` is no user's."""
+    inserted = executor.execute(
+        _INSERTS[dialect], {"pseudonym": pseudonym, "user_sub": sub, "created_at": utcnow()}
+    )
+    if inserted.first() is not None:
+        return True
+    return executor.execute(_IS_MAPPED, {"pseudonym": pseudonym}).first() is not None
 
 
 def _storable(sub: str) -> bool:
@@ -141,7 +158,7 @@ def _remember_committed(session: Session) -> None:
     pending: set[str] | None = session.info.pop(_PENDING, None)
     owner: Pseudonyms | None = session.info.pop(_OWNER, None)
     if pending and owner is not None:
-        owner._remember(pending)
+        owner.remember(pending)
 
 
 @event.listens_for(Session, "after_soft_rollback")

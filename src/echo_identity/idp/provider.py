@@ -17,23 +17,32 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc9207 import IssuerParameter
+from flask import g
 from sqlalchemy.orm import Session
 
 from echo_identity.audit.events import EventType
 from echo_identity.audit.service import AuditTrail
+from echo_identity.cache import FreshFor
 from echo_identity.clock import SYSTEM_CLOCK, Clock
 from echo_identity.config import Settings
 from echo_identity.crypto.digests import lookup_digest, random_token
 from echo_identity.crypto.secret_formats import SecretKind, mint
 from echo_identity.db import Database, utcnow
 from echo_identity.idp.access_token import AccessToken
+from echo_identity.idp.authlib_glue import (
+    current_json_request,
+    current_oauth2_request,
+    json_response,
+)
 from echo_identity.idp.clients import ACTIVE_CLIENT, AuthlibClient, ClientRecord, client_digest_key
 from echo_identity.idp.keys import KeySchedule, SigningKeys
 from echo_identity.idp.models import IssuedAccessToken, RefreshToken, TokenFamily
 from echo_identity.idp.owner import ResourceOwner
+from echo_identity.idp.revocation import AccessTokenState
 from echo_identity.idp.tokens import LEEWAY_SECONDS, AccessTokenIssuer, TokenVerifier
 from echo_identity.keys.keyring import KeyringFactory
 from echo_identity.web.context import RequestContext, request_context, request_session
@@ -85,18 +94,48 @@ class TokenResponse(dict[str, Any]):
 
 
 class EchoAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
-    """Authlib's server for one :class:`Provider`: grants and endpoints registered on it reach
-    the provider as ``self.server.provider``."""
+    """Authlib's framework-free server for one :class:`Provider`, joined to Flask by
+    :mod:`.authlib_glue`: grants and endpoints registered on it reach the provider as
+    ``self.server.provider``."""
 
     def __init__(self, provider: Provider) -> None:
         super().__init__()
         self.provider = provider
+
+    def create_oauth2_request(self, request: object) -> OAuth2Request:
+        # ``request`` is what a caller passed (None, or a request already built); Authlib's
+        # own integration ignores it the same way and reads the current request.
+        if isinstance(request, OAuth2Request):
+            return request
+        return current_oauth2_request()
+
+    def create_json_request(self, request: object) -> object:
+        return current_json_request()
+
+    def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> Any:
+        return json_response(status, body, headers)
+
+    def handle_error_response(self, request: object, error: OAuth2Error) -> Any:
+        """Authlib's error response; the error is also kept for the request
+        (:func:`refused_with`), so the view that audits a refusal names the error Authlib
+        decided on without parsing its own response."""
+        g.oauth2_error = error
+        return super().handle_error_response(request, error)
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Authlib's hook for framework signals: Echo subscribes to none."""
 
     def query_client(self, client_id: str) -> AuthlibClient | None:
         return self.provider.client(client_id)
 
     def save_token(self, token: TokenResponse, request: OAuth2Request) -> None:
         self.provider.save_token(token, request)
+
+
+def refused_with() -> OAuth2Error | None:
+    """The protocol error the provider answered the current request with, if any."""
+    error: OAuth2Error | None = g.get("oauth2_error")
+    return error
 
 
 class EchoIssuerParameter(IssuerParameter):  # type: ignore[misc]
@@ -117,6 +156,7 @@ class Provider:
     access_tokens: AccessTokenIssuer
     verifier: TokenVerifier
     audit: AuditTrail
+    clock: Clock = SYSTEM_CLOCK
     server: EchoAuthorizationServer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,20 +168,43 @@ class Provider:
     def _client_digest_key(self) -> bytes:
         return client_digest_key(self.settings.secret_key_bytes())
 
+    @cached_property
+    def clients(self) -> FreshFor[AuthlibClient]:
+        """Enabled clients by id as :meth:`client` last read them, each for at most a second
+        (``echo_identity.cache``: how a change reaches every worker)."""
+        return FreshFor(self.clock)
+
+    @cached_property
+    def token_state(self) -> AccessTokenState:
+        """Whether a verified access token is revoked or its client disabled (``/verify``,
+        ``/introspect``, the bearer APIs)."""
+        return AccessTokenState(self.database, self.client, self.clock)
+
     def client(self, client_id: str | None) -> AuthlibClient | None:
         """The enabled client ``client_id`` wrapped for Authlib, or ``None`` (no id given, or
         unknown, or disabled).
 
-        Read fresh on every request (a disabled client is refused from its next request), with
-        one Core query on a read-only connection: the request's transaction (and, on SQLite,
-        the write lock) starts only when the token is saved, not for the client check.
+        Served from :attr:`clients`: a client disabled or given a new secret anywhere is
+        refused by this process at most a second later (immediately after
+        ``clients.forget(client_id)``). A miss is one Core query on this thread's read
+        connection (``Database.read_row``), outside the request's transaction; an unknown id
+        is never kept, so guessed ids cannot fill the cache.
         """
         if not client_id:
             return None
+        return self.clients.get(client_id, self._read_client)
+
+    def _read_client(self, client_id: str) -> AuthlibClient | None:
         row = self.database.read_row(ACTIVE_CLIENT, {"client_id": client_id})
         if row is None:
             return None
         return AuthlibClient(ClientRecord.from_mapping(row), self._client_digest_key)
+
+    def vault_providers_of(self, client_id: str) -> tuple[str, ...]:
+        """The vault providers the enabled client ``client_id`` is registered for (none for
+        an unknown or disabled client), from the client cache."""
+        client = self.client(client_id)
+        return client.row.vault_providers if client is not None else ()
 
     def refresh_allowed(self, client: AuthlibClient, scope: str) -> bool:
         """Refresh tokens need the grant type, and ``offline_access`` for public clients."""
@@ -244,7 +307,9 @@ class Provider:
                         expires_at=min(idle, family_row.expires_at),
                     )
                 )
-        self.audit.record(
+        # A code exchange or refresh records its event with the code or token it claimed; a
+        # client-credentials token changed nothing else and shares a group commit.
+        self.audit.record_or_write(
             session,
             EventType.TOKEN_REFRESHED if grant_type == "refresh_token" else EventType.TOKEN_ISSUED,
             context=context,
@@ -253,7 +318,8 @@ class Provider:
             token=token["access_token"],
             details={"grant_type": grant_type, "scope": token.get("scope", "")},
         )
-        session.flush()
+        if session.in_transaction():
+            session.flush()
 
 
 def build_provider(
@@ -274,4 +340,5 @@ def build_provider(
         access_tokens=AccessTokenIssuer(keys, settings.issuer, settings.access_token_ttl),
         verifier=TokenVerifier(keys, settings.issuer),
         audit=audit,
+        clock=clock,
     )

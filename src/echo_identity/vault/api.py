@@ -29,7 +29,13 @@ from echo_identity.idp.errors import BearerError
 from echo_identity.vault.errors import InvalidTokenRequestError, StoredTokenUnreadableError
 from echo_identity.vault.runtime import VaultRuntime
 from echo_identity.vault.service import VaultService
-from echo_identity.web.context import request_context, request_session, service
+from echo_identity.web.context import (
+    commit_request_session,
+    reading_request_session,
+    request_context,
+    request_session,
+    service,
+)
 from echo_identity.web.csrf import csrf_exempt
 from echo_identity.web.json_input import parse_json
 from echo_identity.web.openapi import openapi_document
@@ -39,7 +45,10 @@ MAX_MIN_TTL = 3600
 
 
 def _vault() -> VaultService:
-    return service(VaultRuntime).service(request_session())
+    """The vault on the request's session, begun as a read: handing out a token that needs no
+    refresh writes nothing but its audit event, which then goes through the group commit
+    after the read ends; a refresh takes its own write transaction (``VaultService._locked``)."""
+    return service(VaultRuntime).service(reading_request_session())
 
 
 def _token_request() -> tuple[int, bool]:
@@ -70,6 +79,7 @@ def _denied(
     the token was accepted, and only if they exist: refusals never map random strings."""
     accepted = grant or (exc.grant if isinstance(exc, BearerError) else None)
     user = _vault().access.existing_sub(sub) if accepted is not None else None
+    commit_request_session()  # end the read: the refusal is written in a transaction of its own
     return refuse(
         VAULT_API,
         exc,
@@ -105,6 +115,7 @@ def list_connections(sub: str) -> Response:
         for connection, provider in vault.connections(user.id)
         if provider.name in providers
     ]
+    commit_request_session()  # end the read; the event needs no other change
     record_for_request(
         EventType.VAULT_CONNECTIONS_LISTED, client_id=grant.client_id, user=sub, token=grant.token
     )
@@ -134,6 +145,7 @@ def fetch_token(sub: str, provider_name: str) -> Response:
             raise StoredTokenUnreadableError() from None
     except EchoError as exc:
         return _denied(EventType.VAULT_TOKEN_READ, exc, sub, provider_name, grant)
+    commit_request_session()  # end the read (a refresh committed already); group commit
     record_for_request(
         EventType.VAULT_TOKEN_READ,
         client_id=grant.client_id,

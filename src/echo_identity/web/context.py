@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.orm import Session
 
-from echo_identity.db import Database
+from echo_identity.db import READ_ONLY, Database
 from echo_identity.web.request_id import current_request_id
 
 if TYPE_CHECKING:
@@ -87,6 +87,25 @@ def request_session() -> Session:
         g.db_session = service(Database).session()
     session: Session = g.db_session
     return session
+
+
+def reading_request_session() -> Session:
+    """The request's session, its transaction begun as a read: on SQLite ``BEGIN DEFERRED``,
+    so reading never takes the database's single write lock (on PostgreSQL every transaction
+    begins that way). End it (:func:`commit_request_session`) before writing: a write from a
+    deferred transaction can fail with ``SQLITE_BUSY`` once another connection has committed.
+    """
+    session = request_session()
+    if not session.in_transaction():
+        session.connection(execution_options=READ_ONLY)
+    return session
+
+
+def commit_request_session() -> None:
+    """Commit the request's session if the request opened one (no session is made for it)."""
+    session: Session | None = g.get("db_session")
+    if session is not None:
+        session.commit()
 
 
 def release_request_session() -> None:

@@ -14,7 +14,6 @@ must keep (a burnt code, a revoked family) with its refusal.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
@@ -29,9 +28,14 @@ from echo_identity.idp.endpoints.client_request import (
     claimed_client_id,
     well_formed,
 )
-from echo_identity.idp.provider import Provider
+from echo_identity.idp.provider import Provider, refused_with
 from echo_identity.web import rate_limits
-from echo_identity.web.context import request_context, request_session, service
+from echo_identity.web.context import (
+    commit_request_session,
+    request_context,
+    request_session,
+    service,
+)
 from echo_identity.web.csrf import csrf_exempt
 from echo_identity.web.errors import error_response
 from echo_identity.web.rate_limits import FailureLimit
@@ -75,20 +79,18 @@ def token() -> Response:
     if _client_error(response.status_code):
         failure_limit().spend(ip)
     if response.status_code >= 400:
-        _audit_failure(response)
-    request_session().commit()
+        _audit_failure()
+    commit_request_session()
     return response
 
 
-def _audit_failure(response: Response) -> None:
+def _audit_failure() -> None:
     """Record a refused token request on the request's session (the view commits), aggregated:
     repeats of the same refusal from one address within ``ECHO_AUDIT_REFUSAL_WINDOW`` are
     counted, not stored one by one. The client id is part of the key only when it names a
     registered client, so guessed ids cannot make every request a new window."""
-    try:
-        error = json.loads(response.get_data()).get("error", "unknown")
-    except ValueError:
-        error = "unknown"
+    refusal = refused_with()
+    error = refusal.error if refusal is not None else "unknown"
     # only well-formed values reach the trail: a NUL would fail the insert on PostgreSQL
     claimed = claimed_client_id(request)
     provider = service(Provider)
