@@ -61,9 +61,9 @@ from echo_identity.vault.models import (
 )
 
 # Shared with the other benchmarks (this directory is on sys.path when a script in it runs):
-# the scratch database, and the token benchmark's CPU ticks and wait for a quiet machine.
+# the scratch database, and the HTTP benchmarks' CPU ticks and wait for a quiet machine.
 from scratch_database import add_users, database_at  # isort: skip
-from token_endpoint import BUSY_WARNING, cpu_ticks_by_process, wait_for_quiet  # isort: skip
+from harness import BUSY_WARNING, cpu_ticks_by_process, wait_for_quiet  # isort: skip
 
 FLOOR = 50_000  # re-encrypted records per second
 TOKEN_BYTES = 200
