@@ -7,7 +7,9 @@ constructor and flush, and the request, worker job or command commits its unit o
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -88,6 +90,21 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+class _Reader:
+    """One thread's read connection, closed when the holder is collected: at the latest when
+    its thread ends and the thread-local storage holding it is cleared."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        weakref.finalize(self, _close_quietly, connection)
+
+
+def _close_quietly(connection: Connection) -> None:
+    # a connection that died with its thread's work has nothing left to release
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
 class Database:
     """The engine and session factory for one database URL, and each thread's read connection.
 
@@ -120,7 +137,10 @@ class Database:
             event.listen(self._read_engine, "connect", _sqlite_pragmas)  # no BEGIN: autocommit
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._local = threading.local()
-        self._readers: set[Connection] = set()
+        # Every live thread's reader, for dispose(); a thread's reader is closed when the
+        # thread ends (its thread-local holder is collected), so threads that come and go (a
+        # server's idle threads retired, a thread per request) never pile up connections.
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         self._readers_lock = threading.Lock()
         self._on_dispose: list[Callable[[], None]] = []
 
@@ -165,18 +185,16 @@ class Database:
         raise AssertionError("unreachable")
 
     def _reader(self) -> Connection:
-        connection: Connection | None = getattr(self._local, "reader", None)
-        if connection is None or connection.closed:
-            connection = self._read_engine.connect()
-            self._local.reader = connection
+        holder: _Reader | None = getattr(self._local, "reader", None)
+        if holder is None or holder.connection.closed:
+            holder = _Reader(self._read_engine.connect())
+            self._local.reader = holder
             with self._readers_lock:
-                self._readers.add(connection)
-        return connection
+                self._readers.add(holder)
+        return holder.connection
 
     def _drop_reader(self, connection: Connection) -> None:
         self._local.reader = None
-        with self._readers_lock:
-            self._readers.discard(connection)
         connection.invalidate()
 
     def on_dispose(self, callback: Callable[[], None]) -> None:
@@ -205,9 +223,9 @@ class Database:
         for callback in self._on_dispose:
             callback()
         with self._readers_lock:
-            readers, self._readers = self._readers, set()
-        for connection in readers:
-            connection.close()
+            readers, self._readers = list(self._readers), weakref.WeakSet()
+        for holder in readers:
+            holder.connection.close()
         self._local = threading.local()
         self.engine.dispose()
         self._read_engine.dispose()
