@@ -94,8 +94,9 @@ class _Reader:
     """One thread's read connection, closed when the holder is collected: at the latest when
     its thread ends and the thread-local storage holding it is cleared."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, generation: int) -> None:
         self.connection = connection
+        self.generation = generation
         weakref.finalize(self, _close_quietly, connection)
 
 
@@ -136,12 +137,12 @@ class Database:
             event.listen(self.engine, "begin", _sqlite_begin)
             event.listen(self._read_engine, "connect", _sqlite_pragmas)  # no BEGIN: autocommit
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Each thread's reader is closed by that thread: when it ends (its thread-local holder
+        # is collected), so threads that come and go (a server's idle threads retired, a
+        # thread per request) never pile up connections, or on its next read after dispose()
+        # (a connection is never closed under another thread that may be using it).
         self._local = threading.local()
-        # Every live thread's reader, for dispose(); a thread's reader is closed when the
-        # thread ends (its thread-local holder is collected), so threads that come and go (a
-        # server's idle threads retired, a thread per request) never pile up connections.
-        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
-        self._readers_lock = threading.Lock()
+        self._generation = 0
         self._on_dispose: list[Callable[[], None]] = []
 
     @property
@@ -186,11 +187,14 @@ class Database:
 
     def _reader(self) -> Connection:
         holder: _Reader | None = getattr(self._local, "reader", None)
-        if holder is None or holder.connection.closed:
-            holder = _Reader(self._read_engine.connect())
+        if holder is not None and (
+            holder.generation != self._generation or holder.connection.closed
+        ):
+            _close_quietly(holder.connection)  # from before a dispose(): closed here, by us
+            holder = None
+        if holder is None:
+            holder = _Reader(self._read_engine.connect(), self._generation)
             self._local.reader = holder
-            with self._readers_lock:
-                self._readers.add(holder)
         return holder.connection
 
     def _drop_reader(self, connection: Connection) -> None:
@@ -218,14 +222,16 @@ class Database:
         return True
 
     def dispose(self) -> None:
-        """Stop what holds connections (:meth:`on_dispose`), close every thread's read
-        connection and the pool. The database stays usable: connections reopen on demand."""
+        """Stop what holds connections (:meth:`on_dispose`), close this thread's read
+        connection and the pool; every other thread closes its read connection itself, on
+        its next read or when it ends. The database stays usable: connections reopen on
+        demand."""
         for callback in self._on_dispose:
             callback()
-        with self._readers_lock:
-            readers, self._readers = list(self._readers), weakref.WeakSet()
-        for holder in readers:
+        self._generation += 1  # other threads replace (and close) their reader on next use
+        holder: _Reader | None = getattr(self._local, "reader", None)
+        if holder is not None:
+            self._local.reader = None
             holder.connection.close()
-        self._local = threading.local()
         self.engine.dispose()
         self._read_engine.dispose()

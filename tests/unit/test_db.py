@@ -44,7 +44,7 @@ def test_a_threads_read_connection_is_closed_when_the_thread_ends(database: Data
     assert len(closed) == 20  # none left open behind a finished thread
 
 
-def test_dispose_closes_the_read_connections_of_live_threads(database: Database) -> None:
+def test_after_dispose_each_thread_closes_its_own_read_connection(database: Database) -> None:
     opened, closed = opened_and_closed(database)
     started, release = threading.Event(), threading.Event()
 
@@ -59,7 +59,22 @@ def test_dispose_closes_the_read_connections_of_live_threads(database: Database)
     database.read_row(SELECT_ONE, {})
     database.dispose()
     assert len(opened) == 2
-    assert len(closed) == 2
+    assert len(closed) == 1  # ours; never one another thread may be using
     release.set()
     thread.join()
+    gc.collect()
+    assert len(closed) == 2  # the other thread's, when it ended
     assert database.read_row(SELECT_ONE, {}) == {"one": 1}  # usable again after dispose
+    assert len(opened) == 3
+
+
+def test_a_thread_replaces_its_read_connection_on_its_next_read_after_dispose(
+    database: Database,
+) -> None:
+    opened, closed = opened_and_closed(database)
+    database.read_row(SELECT_ONE, {})
+    first = database._reader()
+    database._generation += 1  # what dispose() does for the other threads
+    assert database.read_row(SELECT_ONE, {}) == {"one": 1}
+    assert first.closed
+    assert (len(opened), len(closed)) == (2, 1)
