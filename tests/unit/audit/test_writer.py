@@ -12,11 +12,13 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
 
+from echo_identity import migrations
 from echo_identity.audit.events import EventType
 from echo_identity.audit.models import AuditEvent, AuditPseudonym
 from echo_identity.audit.pseudonyms import Pseudonyms
@@ -52,9 +54,22 @@ def commits_of(database: Database) -> list[int]:
     return seen
 
 
-def needs_writer_lock(writer: AuditWriter) -> None:
-    if writer.lock_path is None:
-        pytest.skip("the cross-process writer lock is for SQLite files")
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite file, whatever ECHO_TEST_DATABASE_URL says: the cross-process writer
+    lock exists for SQLite files only (PostgreSQL row inserts do not serialise)."""
+    database = Database(f"sqlite:///{tmp_path / 'writer.db'}")
+    migrations.upgrade(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def sqlite_trail(sqlite_database: Database) -> Iterator[AuditTrail]:
+    trail = AuditTrail(PSEUDONYMS, AuditWriter(sqlite_database, PSEUDONYMS))
+    yield trail
+    assert trail.writer is not None
+    trail.writer.close()
 
 
 @contextmanager
@@ -108,10 +123,10 @@ def test_write_returns_after_the_event_is_committed(database: Database, trail: A
 
 
 def test_write_does_not_return_while_its_batch_cannot_commit(
-    database: Database, trail: AuditTrail
+    sqlite_database: Database, sqlite_trail: AuditTrail
 ) -> None:
+    database, trail = sqlite_database, sqlite_trail
     assert trail.writer is not None
-    needs_writer_lock(trail.writer)
     caller = threading.Thread(target=trail.write, args=(EventType.TOKEN_VERIFIED,))
     with writer_lock_held(trail.writer):  # another process's writer is committing
         caller.start()
@@ -123,9 +138,11 @@ def test_write_does_not_return_while_its_batch_cannot_commit(
     assert count(database) == 1
 
 
-def test_concurrent_events_share_one_transaction(database: Database, trail: AuditTrail) -> None:
+def test_concurrent_events_share_one_transaction(
+    sqlite_database: Database, sqlite_trail: AuditTrail
+) -> None:
+    database, trail = sqlite_database, sqlite_trail
     assert trail.writer is not None
-    needs_writer_lock(trail.writer)
     trail.write(EventType.TOKEN_VERIFIED, client_id="warm-up")  # thread and connection up
     commits = commits_of(database)
     results: list[BaseException | None] = []
@@ -192,10 +209,10 @@ def test_a_users_pseudonym_is_mapped_in_the_batch_and_random_subs_map_nothing(
     assert count(database, subject=PSEUDONYMS.of(sub)) == 1
 
 
-def test_a_killed_writer_process_leaves_neither_lock_held(database: Database) -> None:
+def test_a_killed_writer_process_leaves_neither_lock_held(sqlite_database: Database) -> None:
     """A process killed inside its batch (writer lock and SQLite's write lock both held): the
     kernel releases both, and this process's writer commits at once."""
-    needs_writer_lock(AuditWriter(database, PSEUDONYMS))
+    database = sqlite_database
     url = database.engine.url.render_as_string(hide_password=False)
     holder = textwrap.dedent(
         f"""
