@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,22 @@ def _databases_close_their_connections_with_the_test() -> Iterator[None]:
     """Every :class:`Database` made during a test (by the test, an in-process server or a CLI
     command) has its pool disposed when the test ends. In one process an engine nobody
     disposed is closed by the garbage collector, at a random later moment, and psycopg reports
-    each connection it finds open then as a ResourceWarning (an error here)."""
-    created: weakref.WeakSet[Database] = weakref.WeakSet()
+    each connection it finds open then as a ResourceWarning (an error here). The list holds
+    them strongly: a Database the test dropped early (a local variable) would otherwise be
+    collected with its pool's open connections before this fixture could dispose it."""
+    created: list[Database] = []
     original = Database.__init__
 
     def tracked(self: Database, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        created.add(self)
+        created.append(self)
 
     Database.__init__ = tracked  # type: ignore[method-assign]
     try:
         yield
     finally:
         Database.__init__ = original  # type: ignore[method-assign]
-        for database in list(created):
+        for database in created:
             database.dispose()  # an engine stays usable: its pool reconnects on demand
 
 

@@ -37,8 +37,10 @@ def _wait_for(condition: Callable[[], bool], seconds: float) -> None:
 def test_rotated_key_is_published_before_it_signs_and_old_tokens_keep_verifying(
     server: LiveServer,
 ) -> None:
-    rotation = rotate_es256(server, "api://rotation")
+    # Taken before the rotation: the new key cannot become active earlier than this plus the
+    # publish-ahead delay, however long the rotation's own steps take on a slow machine.
     started = time.monotonic()
+    rotation = rotate_es256(server, "api://rotation")
 
     def signing_kid() -> str:
         return token_kid(client_credentials_token(server, rotation.client)["access_token"])

@@ -75,6 +75,7 @@ class AuditWriter:
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._in_hand = 0  # events of the batch being committed (written by the thread only)
         url = database.engine.url
         self._lock_path = (
             f"{url.database}.audit-lock"
@@ -94,9 +95,11 @@ class AuditWriter:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def queued(self) -> int:
-        """Events waiting for the next batch (approximate: other threads add and take)."""
-        return self._queue.qsize()
+    def waiting(self) -> int:
+        """Events whose requests are waiting: queued for the next batch or in the batch being
+        committed (approximate while other threads add and take; may briefly count low while
+        the writer moves a batch from the queue into its hands, never high)."""
+        return self._queue.qsize() + self._in_hand
 
     def write(self, row: dict[str, Any], *, sub: str | None = None) -> None:
         """Insert the audit ``row`` (the columns of ``audit_events``) in the next batch and
@@ -141,9 +144,11 @@ class AuditWriter:
             while True:
                 batch, stop = self._next_batch()
                 if batch:
+                    self._in_hand = len(batch)
                     if connection is None or connection.closed or connection.invalidated:
                         connection = self._database.engine.connect()
                     connection = self._commit(connection, lock_fd, batch)
+                    self._in_hand = 0
                 if stop:
                     return
         finally:

@@ -147,19 +147,21 @@ def test_concurrent_events_share_one_transaction(
     commits = commits_of(database)
     results: list[BaseException | None] = []
     with writer_lock_held(trail.writer):
-        # The writer takes the first event and waits for the lock; the other 19 queue.
+        # The writer takes what is queued when it wakes (the first event, or a few) and waits
+        # for the lock with them; the rest queue behind it.
         runner = threading.Thread(target=lambda: results.extend(write_from_threads(trail, 20)))
         runner.start()
         for _ in range(600):
-            if trail.writer.queued() >= 19:
+            if trail.writer.waiting() >= 20:
                 break
             runner.join(0.05)
-        assert trail.writer.queued() >= 19
+        assert trail.writer.waiting() == 20
         assert count(database) == 1  # nothing more can commit while the lock is held
     runner.join(30)
     assert results == [None] * 20
     assert count(database) == 21
-    assert len(commits) == 2  # the one that waited for the lock, then the other 19 together
+    # the batch that waited for the lock, then everything queued behind it together
+    assert 1 <= len(commits) <= 2
 
 
 def test_a_failed_batch_fails_its_callers_releases_the_lock_and_the_writer_goes_on(
