@@ -7,16 +7,22 @@ from __future__ import annotations
 import itertools
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select
 
 from echo_identity.accounts.passwords import Passwords
 from echo_identity.accounts.service import AccountService
 from echo_identity.audit.events import EventType
+from echo_identity.audit.models import AuditEvent
 from echo_identity.audit.pseudonyms import Pseudonyms
 from echo_identity.audit.service import AuditTrail
 from echo_identity.config import Settings
 from echo_identity.db import Database
 from echo_identity.idp.clients import ClientRegistry, RegisteredClient
+from echo_identity.keys.kek_providers import keyring_factory
+from echo_identity.vault.models import REFRESH_TOKEN, Connection, Provider
 from tests.support.environment import FAST_ARGON2
 
 _counter = itertools.count(1)
@@ -110,3 +116,60 @@ def record_event(settings: Settings, event_type: EventType, **fields: Any) -> No
             session.commit()
     finally:
         database.dispose()
+
+
+def store_vault_token(settings: Settings, user_id: int, token: bytes) -> int:
+    """A connection of user ``user_id`` to a "github" provider (made on first use) holding
+    ``token`` as its refresh token, encrypted exactly as the vault stores it; its id."""
+    database = Database(settings.database_url)
+    try:
+        with database.transaction() as session:
+            keyring = keyring_factory(settings)(session)
+            provider = session.scalar(select(Provider).where(Provider.name == "github"))
+            if provider is None:
+                provider = Provider(
+                    name="github",
+                    authorize_url="https://github.example/authorize",
+                    token_url="https://github.example/token",
+                    client_id="github-client",
+                    client_secret_ciphertext=b"",
+                )
+                session.add(provider)
+                session.flush()
+                provider.client_secret_ciphertext = keyring.encrypt(
+                    "system", b"client-secret", f"provider:{provider.id}:client_secret"
+                )
+            connection = Connection(user_id=user_id, provider_id=provider.id)
+            session.add(connection)
+            session.flush()
+            connection.refresh_token_ciphertext = keyring.encrypt(
+                REFRESH_TOKEN.owner_for(user_id), token, REFRESH_TOKEN.context_for(connection.id)
+            )
+            return connection.id
+    finally:
+        database.dispose()
+
+
+def insert_audit_events(database: Database, start: datetime, count: int) -> list[int]:
+    """``count`` unsealed ``vault.token.read`` events occurring a second apart from ``start``
+    (any time, past included: retention tests need old ones), inserted directly; their ids."""
+    events = cast(Table, AuditEvent.__table__)
+    with database.transaction() as session:
+        return [
+            int(
+                session.execute(
+                    insert(events)
+                    .values(
+                        occurred_at=start + timedelta(seconds=index),
+                        event_type="vault.token.read",
+                        outcome="success",
+                        severity="info",
+                        client_id="client-a",
+                        ip="192.0.2.1",
+                        details={"n": index},
+                    )
+                    .returning(events.c.id)
+                ).scalar_one()
+            )
+            for index in range(count)
+        ]

@@ -13,6 +13,8 @@ from echo_identity.config import Settings
 from echo_identity.db import Database
 from echo_identity.idp import app as idp_app
 from echo_identity.idp.static_bearer import static_bearer_refusal
+from echo_identity.privacy import views as privacy_views
+from echo_identity.privacy import withdrawal_views
 from echo_identity.services import Services, build_services
 from echo_identity.vault import app as vault_app
 from echo_identity.web import errors, headers, health, hygiene, metrics, rate_limits, request_id
@@ -56,6 +58,8 @@ def create_app(
     idp_app.init_app(app, services)  # the OpenID provider's grants and endpoints
     vault_app.init_app(app)  # connect pages, /api/v1 vault API
     audit_http.init_app(app)  # /log, /api/v1/audit/events, audit keys, security report
+    withdrawal_views.init_app(app)  # /account/applications: remove an application's access
+    privacy_views.init_app(app)  # /account/export, /account/delete
     metrics.init_app(
         app,
         settings,

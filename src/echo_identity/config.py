@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     # Repeated identical refusals (lock-outs, denied API calls from one address) are recorded
     # once per this many seconds, with a count (docs/audit.md "Bounded writes").
     audit_refusal_window: int = Field(default=60, ge=1, le=3600)
+    # Retention (docs/audit.md "Retention and pruning"): sealed audit events, application logs
+    # and alerts older than this many days are pruned by the worker; 0 keeps them forever.
+    audit_retention_days: int = Field(default=400, ge=0, le=36_500)
+    app_log_retention_days: int = Field(default=30, ge=0, le=36_500)
+    alert_retention_days: int = Field(default=400, ge=0, le=36_500)
     # Alert delivery channels: each one is enabled by its address setting.
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
@@ -155,6 +160,9 @@ class Settings(BaseSettings):
     signing_key_max_age_days: int = Field(default=90, ge=1, le=3650)
     data_key_max_age_days: int = Field(default=365, ge=1, le=3650)
     metrics_token: SecretStr | None = None  # Bearer for /metrics; unset: open in dev, off in prod
+    # Backups (docs/backup.md): a key of their own, never a vault KEK (checked at load).
+    backup_key: SecretStr | None = None
+    backup_kms_key_id: str | None = None  # an AWS KMS key instead of ECHO_BACKUP_KEY
 
     @classmethod
     def settings_customise_sources(
@@ -358,7 +366,38 @@ def load_settings(
     else:
         _check_production_secrets(settings)
     settings.vault_keks()
+    _check_backup_key(settings)
     return settings, generated
+
+
+def _check_backup_key(settings: Settings) -> None:
+    """``ECHO_BACKUP_KEY`` decodes, and neither backup key is one of the vault's KEKs (a backup
+    must not open with the key that guards the live secrets).
+
+    Raises:
+        ConfigError: the key is garbled, equals a key in ``ECHO_VAULT_KEK``, or
+            ``ECHO_BACKUP_KMS_KEY_ID`` names ``ECHO_KMS_KEY_ID``'s key.
+    """
+    if settings.backup_key is not None:
+        try:
+            (key,) = parse_keks(settings.backup_key.get_secret_value())
+        except (ConfigError, ValueError):
+            raise ConfigError(
+                "ECHO_BACKUP_KEY",
+                f"must be one base64url-encoded {KEK_BYTES}-byte key",
+                VAULT_KEK_HINT,
+            ) from None
+        if settings.vault_kek is not None and key in settings.vault_keks():
+            raise ConfigError(
+                "ECHO_BACKUP_KEY",
+                "equals a key in ECHO_VAULT_KEK; backups need a key of their own",
+                VAULT_KEK_HINT,
+            )
+    if settings.backup_kms_key_id is not None and settings.backup_kms_key_id == settings.kms_key_id:
+        raise ConfigError(
+            "ECHO_BACKUP_KMS_KEY_ID",
+            "names the same KMS key as ECHO_KMS_KEY_ID; backups need a key of their own",
+        )
 
 
 def _check_monitoring(settings: Settings) -> None:

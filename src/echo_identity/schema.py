@@ -12,6 +12,7 @@ from echo_identity.idp import keys as idp_keys
 from echo_identity.idp import models as idp_models
 from echo_identity.keys import models as keys_models
 from echo_identity.keys.columns import EncryptedColumn
+from echo_identity.privacy import models as privacy_models
 from echo_identity.vault import models as vault_models
 
 metadata = Base.metadata
@@ -23,6 +24,7 @@ MODEL_MODULES = (
     log_models,
     idp_models,
     vault_models,
+    privacy_models,
 )
 
 # Every column that holds envelope ciphertexts, each declared next to its domain's models. DEK

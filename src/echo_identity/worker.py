@@ -8,8 +8,11 @@ A pass reads top-down:
    (:mod:`echo_identity.idp.cleanup`), and the refusal windows that are over are closed
    (:mod:`echo_identity.audit.refusals`: their counts become events);
 3. the detection rules run and alerts are delivered (:mod:`echo_identity.audit.monitoring`);
-4. last, the audit events recorded since the previous pass, this pass's included, are sealed
-   into the signed hash chain (:mod:`echo_identity.audit.sealer`).
+4. the audit events recorded since the previous pass, this pass's included, are sealed
+   into the signed hash chain (:mod:`echo_identity.audit.sealer`);
+5. last, what is older than its retention is pruned (:mod:`echo_identity.audit.retention`):
+   after sealing, because only sealed events in whole checkpoint batches are pruned, behind a
+   signed anchor, so this pass's seal can already let the oldest batch go.
 
 Each job commits its own units of work. A failing housekeeping, monitoring or sealing step is
 logged and retried next pass; it never stops the vault work. Settings become objects once,
@@ -26,9 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from echo_identity.audit.events import EventType
 from echo_identity.audit.keys import AuditSigner
 from echo_identity.audit.monitoring import Monitoring, monitoring_pass
 from echo_identity.audit.refusals import close_refusal_windows
+from echo_identity.audit.retention import RetentionPolicy, prune_expired
 from echo_identity.audit.sealer import seal_events
 from echo_identity.audit.service import AuditTrail
 from echo_identity.clock import SYSTEM_CLOCK, Clock
@@ -55,6 +60,7 @@ class WorkerJobs:
     monitoring: Monitoring
     signer: AuditSigner
     seal_grace: float  # seconds (``ECHO_AUDIT_SEAL_GRACE``)
+    pruning: RetentionPolicy  # ``ECHO_AUDIT_RETENTION_DAYS`` and the other retentions
     interval: float  # seconds between passes (``ECHO_WORKER_INTERVAL``)
     clock: Callable[[], datetime] = utcnow
 
@@ -73,6 +79,7 @@ class WorkerJobs:
             monitoring=Monitoring.from_settings(settings),
             signer=services.audit_signer,
             seal_grace=settings.audit_seal_grace,
+            pruning=RetentionPolicy.from_settings(settings),
             interval=settings.worker_interval,
             clock=services.clock.now,
         )
@@ -96,6 +103,8 @@ class PassResult:
     expired: int
     sealed: int = 0
     purged: dict[str, int] = field(default_factory=dict)
+    # rows pruned by retention, by kind (audit_events, application_logs, alerts)
+    pruned: dict[str, int] = field(default_factory=dict)
 
 
 def run_pass(jobs: WorkerJobs) -> PassResult:
@@ -114,8 +123,9 @@ def run_pass(jobs: WorkerJobs) -> PassResult:
             failed=refresh.failed,
             expired=expired,
         )
-    sealed = _seal(jobs)  # last: after the events this pass recorded
-    return PassResult(refresh.refreshed, refresh.failed, expired, sealed, purged)
+    sealed = _seal(jobs)  # after the events this pass recorded
+    pruned = _prune(jobs)  # last: after sealing (see the module docstring)
+    return PassResult(refresh.refreshed, refresh.failed, expired, sealed, purged, pruned)
 
 
 def _clean_up(jobs: WorkerJobs) -> dict[str, int]:
@@ -142,6 +152,29 @@ def _seal(jobs: WorkerJobs) -> int:
     except Exception:  # e.g. the KEK wrapping the audit key is gone: say so, keep going
         log.exception("audit_seal_failed")
         return 0
+
+
+def _prune(jobs: WorkerJobs) -> dict[str, int]:
+    """Prune what is older than its retention; a failure is logged and retried next pass.
+    Returns the pruned counts by kind (logged by the job itself)."""
+    try:
+        result = prune_expired(jobs.database, jobs.signer, jobs.pruning, jobs.clock())
+        counts = result.counts()
+        if counts:  # the trail says what left it (sealed with the next pass)
+            details: dict[str, object] = dict(counts)
+            if result.anchor is not None:
+                details["first_kept_id"] = result.anchor.first_kept_id
+                details["pruned_through"] = result.anchor.pruned_through.isoformat()
+            jobs.audit.write(
+                EventType.RETENTION_PRUNED,
+                actor="worker",
+                details=details,
+                occurred_at=jobs.clock(),
+            )
+        return counts
+    except Exception:  # e.g. the audit key cannot be loaded: say so, keep going
+        log.exception("retention_prune_failed")
+        return {}
 
 
 def run_forever(

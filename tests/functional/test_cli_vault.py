@@ -20,8 +20,8 @@ from echo_identity.crypto import aead
 from echo_identity.db import Database
 from echo_identity.keys.kek_providers import keyring_factory
 from echo_identity.keys.models import DataKey
-from echo_identity.vault.models import Connection, Provider
-from tests.factories import create_user
+from echo_identity.vault.models import Connection
+from tests.factories import create_user, store_vault_token
 from tests.support.environment import app_environment, new_kek, settings_for
 from tests.support.server import run_cli
 
@@ -40,32 +40,7 @@ def env(tmp_path: Path, database_url: str) -> dict[str, str]:
 def store_token(env: dict[str, str]) -> int:
     """A user's connection holding TOKEN, encrypted as the vault stores it; returns its id."""
     settings = settings_for(env)
-    user = create_user(settings.database_url)
-    database = Database(settings.database_url)
-    try:
-        with database.transaction() as session:
-            keyring = keyring_factory(settings)(session)
-            provider = Provider(
-                name="github",
-                authorize_url="https://github.example/authorize",
-                token_url="https://github.example/token",
-                client_id="github-client",
-                client_secret_ciphertext=b"",
-            )
-            session.add(provider)
-            session.flush()
-            provider.client_secret_ciphertext = keyring.encrypt(
-                "system", b"client-secret", f"provider:{provider.id}:client_secret"
-            )
-            connection = Connection(user_id=user.id, provider_id=provider.id)
-            session.add(connection)
-            session.flush()
-            connection.refresh_token_ciphertext = keyring.encrypt(
-                f"user:{user.id}", TOKEN, f"connection:{connection.id}:refresh_token"
-            )
-            return connection.id
-    finally:
-        database.dispose()
+    return store_vault_token(settings, create_user(settings.database_url).id, TOKEN)
 
 
 def stored_token(env: dict[str, str], connection_id: int) -> tuple[str, bytes]:

@@ -251,11 +251,7 @@ class AccountService:
         Raises :class:`WrongCurrentPasswordError`, :class:`PasswordMismatchError` or
         :class:`WeakPasswordError`; nothing is changed then.
         """
-        if len(current) > MAX_LENGTH:
-            self._passwords.verify_unknown_user(current[:MAX_LENGTH])
-            raise WrongCurrentPasswordError()
-        if not self._passwords.verify(user.password_hash, current):
-            raise WrongCurrentPasswordError()
+        self.confirm_password(user, current)
         if new != confirmation:
             raise PasswordMismatchError()
         if not acceptable_password(new):
@@ -264,6 +260,18 @@ class AccountService:
         return self._revoke(
             user, sessions, EventType.PASSWORD_CHANGED, context=context, details={"by": "user"}
         )
+
+    def confirm_password(self, user: User, current: str) -> None:
+        """Re-authentication of the signed-in ``user`` before a sensitive change (password,
+        export, deletion): one argon2 verification of ``current``, whatever its length.
+
+        Raises :class:`WrongCurrentPasswordError` when it does not match.
+        """
+        if len(current) > MAX_LENGTH:
+            self._passwords.verify_unknown_user(current[:MAX_LENGTH])
+            raise WrongCurrentPasswordError()
+        if not self._passwords.verify(user.password_hash, current):
+            raise WrongCurrentPasswordError()
 
     def disable(self, username: str, *, sessions: SessionStore) -> CredentialsRevoked:
         """Disable a user (CLI) and end every session, code and token family they hold.

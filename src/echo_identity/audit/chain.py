@@ -10,7 +10,15 @@ sealed_through, created_at, key_id)``; the sealer writes one in the same transac
 batch it seals, so each sealed event is covered by a signed checkpoint.
 
 :func:`verify_chain` walks the sealed events in ``seq`` order and returns the *first*
-:class:`Problem` (an event modified, deleted or inserted, or a bad checkpoint), or ``None``.
+:class:`Problem` (an event modified, deleted or inserted, or a bad checkpoint or anchor), or
+``None``.
+
+Retention. Once old events are pruned (:mod:`echo_identity.audit.retention`), the chain starts
+at a signed :class:`Anchor` instead of at ``GENESIS``: an Ed25519 signature over "the first kept
+event is ``first_kept_id`` at ``first_kept_seq`` and links to ``previous_hash``; the
+``pruned_count`` events before it, recorded between ``pruned_from`` and ``pruned_through``, were
+pruned at ``created_at``". Verification then starts at that position and hash, so removing or
+changing a kept event, or forging the anchor, is detected as before.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -46,6 +54,7 @@ CHAINED_FIELDS = (
 )
 GENESIS = "0" * 64
 CHECKPOINT_DOMAIN = b"echo-identity audit checkpoint v1\n"
+ANCHOR_DOMAIN = b"echo-identity audit anchor v1\n"
 
 
 def _timestamp(value: datetime) -> str:
@@ -105,10 +114,21 @@ def checkpoint_message(checkpoint: Checkpoint) -> bytes:
     return CHECKPOINT_DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _sign(key: Ed25519PrivateKey, message: bytes) -> str:
+    return base64.urlsafe_b64encode(key.sign(message)).rstrip(b"=").decode()
+
+
+def _signature_valid(key: Ed25519PublicKey, signature: str, message: bytes) -> bool:
+    try:
+        key.verify(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)), message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def sign_checkpoint(key: Ed25519PrivateKey, checkpoint: Checkpoint) -> Checkpoint:
     """``checkpoint`` with its Ed25519 signature (base64url, unpadded)."""
-    signature = key.sign(checkpoint_message(checkpoint))
-    encoded = base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+    encoded = _sign(key, checkpoint_message(checkpoint))
     return Checkpoint(
         checkpoint.seq,
         checkpoint.head_hash,
@@ -121,14 +141,49 @@ def sign_checkpoint(key: Ed25519PrivateKey, checkpoint: Checkpoint) -> Checkpoin
 
 def checkpoint_signature_valid(key: Ed25519PublicKey, checkpoint: Checkpoint) -> bool:
     """True when ``checkpoint.signature`` is ``key``'s signature over its fields."""
-    try:
-        raw = base64.urlsafe_b64decode(
-            checkpoint.signature + "=" * (-len(checkpoint.signature) % 4)
-        )
-        key.verify(raw, checkpoint_message(checkpoint))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return _signature_valid(key, checkpoint.signature, checkpoint_message(checkpoint))
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where the chain starts once the events before ``first_kept_seq`` are pruned: the first
+    kept event and the chain hash it links to, and what was pruned (all prunes together)."""
+
+    first_kept_seq: int
+    first_kept_id: int
+    previous_hash: str
+    pruned_count: int
+    pruned_from: datetime
+    pruned_through: datetime
+    created_at: datetime
+    key_id: str
+    signature: str = ""
+
+
+def anchor_message(anchor: Anchor) -> bytes:
+    """The bytes an anchor signature covers (everything but the signature)."""
+    body = {
+        "first_kept_seq": anchor.first_kept_seq,
+        "first_kept_id": anchor.first_kept_id,
+        "previous_hash": anchor.previous_hash,
+        "pruned_count": anchor.pruned_count,
+        "pruned_from": _timestamp(anchor.pruned_from),
+        "pruned_through": _timestamp(anchor.pruned_through),
+        "created_at": _timestamp(anchor.created_at),
+        "key_id": anchor.key_id,
+    }
+    return ANCHOR_DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign_anchor(key: Ed25519PrivateKey, anchor: Anchor) -> Anchor:
+    """``anchor`` with its Ed25519 signature (base64url, unpadded). Raises ``ValueError`` for a
+    naive datetime."""
+    return replace(anchor, signature=_sign(key, anchor_message(anchor)))
+
+
+def anchor_signature_valid(key: Ed25519PublicKey, anchor: Anchor) -> bool:
+    """True when ``anchor.signature`` is ``key``'s signature over its fields."""
+    return _signature_valid(key, anchor.signature, anchor_message(anchor))
 
 
 class ProblemKind(StrEnum):
@@ -136,6 +191,7 @@ class ProblemKind(StrEnum):
     DELETED = "deleted"
     INSERTED = "inserted"
     CHECKPOINT = "checkpoint"
+    ANCHOR = "anchor"
 
 
 @dataclass(frozen=True)
@@ -162,6 +218,7 @@ class ChainReport:
     head_seq: int = 0
     head_hash: str = GENESIS
     checkpoints: int = 0
+    anchor: Anchor | None = None  # where verification started, when events were pruned
     problem: Problem | None = field(default=None)
 
 
@@ -205,6 +262,7 @@ def verify_chain(
     public_keys: Mapping[str, Ed25519PublicKey],
     *,
     first_misplaced_unsealed: UnsealedEvent | None = None,
+    anchor: Anchor | None = None,
 ) -> ChainReport:
     """Recompute the chain over ``events`` (sorted by ``(seq, id)``) and check it against the
     signed ``checkpoints``; the report's ``problem`` is the first problem found, or ``None``.
@@ -212,20 +270,41 @@ def verify_chain(
     ``first_misplaced_unsealed`` is the lowest-id unsealed event that was already old enough to
     be sealed by the last checkpoint's pass (see :func:`is_misplaced`); it is reported as
     inserted when the chain itself is intact.
+
+    ``anchor``, when events were pruned, is where the chain starts: ``events`` must then begin
+    at its ``first_kept_seq`` (events before it, not yet deleted, are left out by the caller)
+    with the event it names, linked to its ``previous_hash``.
     """
-    report = ChainReport(checkpoints=len(checkpoints))
+    report = ChainReport(checkpoints=len(checkpoints), anchor=anchor)
     problem = verify_checkpoints(checkpoints, public_keys)
+    if problem is None and anchor is not None:
+        problem = verify_anchor(anchor, checkpoints, public_keys)
     if problem is not None:
         report.problem = problem
         return report
     expected_heads = {c.seq: c.head_hash for c in checkpoints}
     covered_seq = max(expected_heads, default=0)
     previous_hash = before_previous = GENESIS
+    if anchor is not None:
+        report.head_seq, report.head_hash = anchor.first_kept_seq - 1, anchor.previous_hash
+        previous_hash = before_previous = anchor.previous_hash
+        covered_seq = max(covered_seq, anchor.first_kept_seq)  # the anchor names a kept event
     previous: SealedEvent | None = None
     for event, following in _pairs(events):
         problem = _check_link(
             event, following, previous, previous_hash, before_previous, report.head_seq + 1
         )
+        if (
+            problem is None
+            and anchor is not None
+            and event.seq == anchor.first_kept_seq
+            and event.id != anchor.first_kept_id
+        ):
+            problem = _anchor_problem(
+                anchor,
+                f"it names event {anchor.first_kept_id} as the first kept event, but event "
+                f"{event.id} is at seq {event.seq}",
+            )
         if (
             problem is None
             and event.seq in expected_heads
@@ -242,13 +321,14 @@ def verify_chain(
                 "the row was added with a forged seal; " + _RESEAL_HINT,
             )
         if problem is not None:
-            report.problem = problem
+            report.problem = _name_first_kept(problem, anchor)
             return report
         before_previous, previous_hash, previous = previous_hash, event.hash, event
         report.sealed += 1
         report.head_seq, report.head_hash = event.seq, event.hash
     if covered_seq > report.head_seq:
-        report.problem = _deleted(report.head_seq + 1, covered_seq, previous, None)
+        missing = _deleted(report.head_seq + 1, covered_seq, previous, None)
+        report.problem = _name_first_kept(missing, anchor)
     elif first_misplaced_unsealed is not None:
         report.problem = Problem(
             ProblemKind.INSERTED,
@@ -260,6 +340,58 @@ def verify_chain(
             "ECHO_AUDIT_SEAL_GRACE after it was recorded (raise the setting)",
         )
     return report
+
+
+def verify_anchor(
+    anchor: Anchor, checkpoints: Sequence[Checkpoint], public_keys: Mapping[str, Ed25519PublicKey]
+) -> Problem | None:
+    """Why ``anchor`` cannot be trusted (unknown key, bad signature, a pruned count that is not
+    the number of positions before it, or a previous hash other than the one the checkpoint at
+    that position signed), else ``None``."""
+    key = public_keys.get(anchor.key_id)
+    if key is None:
+        return _anchor_problem(anchor, "it is signed with an unknown audit key")
+    if not anchor_signature_valid(key, anchor):
+        return _anchor_problem(anchor, "its signature does not verify")
+    if anchor.pruned_count != anchor.first_kept_seq - 1 or anchor.first_kept_seq < 1:
+        return _anchor_problem(
+            anchor,
+            f"it counts {anchor.pruned_count} pruned events before seq {anchor.first_kept_seq}",
+        )
+    boundary = {c.seq: c.head_hash for c in checkpoints}.get(anchor.first_kept_seq - 1)
+    if boundary is not None and boundary != anchor.previous_hash:
+        return _anchor_problem(
+            anchor, "its previous hash differs from the checkpoint signed at that position"
+        )
+    return None
+
+
+def _name_first_kept(problem: Problem, anchor: Anchor | None) -> Problem:
+    """``problem``, naming the anchor's first kept event when that is the one found deleted."""
+    if (
+        anchor is None
+        or problem.kind != ProblemKind.DELETED
+        or problem.seq != anchor.first_kept_seq
+        or problem.event_id is not None
+    ):
+        return problem
+    named = problem.message.removeprefix("the event(s) ")
+    return replace(
+        problem,
+        event_id=anchor.first_kept_id,
+        message=f"event {anchor.first_kept_id} (the first kept, named by the retention anchor) "
+        + named,
+    )
+
+
+def _anchor_problem(anchor: Anchor, why: str) -> Problem:
+    return Problem(
+        ProblemKind.ANCHOR,
+        anchor.first_kept_id,
+        anchor.first_kept_seq,
+        f"the retention anchor at seq {anchor.first_kept_seq} does not verify: {why}",
+        "the anchor table was altered; " + _RESEAL_HINT,
+    )
 
 
 def is_misplaced(event: UnsealedEvent, last_sealed_through: datetime | None) -> bool:
@@ -322,6 +454,9 @@ def _deleted(
     between = (
         f"between event {low} and event {after.id}" if after is not None else f"after event {low}"
     )
+    if before is None and first > 1:  # the kept chain's start, after a retention anchor
+        event_id = None
+        between = f"before event {after.id}" if after is not None else "after the anchor"
     named = f"event {event_id} " if event_id is not None else "the event(s) "
     return Problem(
         ProblemKind.DELETED,

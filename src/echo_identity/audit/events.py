@@ -44,8 +44,26 @@ class EventType(StrEnum):
     KEY_ROTATED = "key.rotated"
     CLIENT_CREATED = "admin.client.created"
     CLIENT_DISABLED = "admin.client.disabled"
+    # Incident response: a client's secret replaced, every grant of a client revoked
+    CLIENT_SECRET_ROTATED = "admin.client_secret.rotated"
+    CLIENT_TOKENS_REVOKED = "admin.client_tokens.revoked"
+    KEY_RETIRED = "key.retired"  # a signing key removed at once (suspected compromise)
+    # A user withdrew an application's access (its grants revoked, its consent deleted)
+    CONSENT_WITHDRAWN = "privacy.consent.withdrawn"
     AUDIT_EVENTS_READ = "admin.audit.events_read"
+    # The worker pruned what outlived its retention (counts; the chain's new signed anchor)
+    RETENTION_PRUNED = "audit.retention.pruned"
+    BACKUP_CREATED = "backup.created"  # an encrypted backup was taken of this database
+    BACKUP_KEYS_EXPORTED = "backup.keys.exported"  # the wrapped data keys were exported
     PSEUDONYM_FORGOTTEN = "privacy.pseudonym.forgotten"  # a user's pseudonym map row deleted
+    USER_EXPORTED = "privacy.user.exported"  # a user's data exported (account page or CLI)
+    ERASURE_STARTED = "privacy.user.erasure_started"  # an erasure began (its record was made)
+    # An erasure could not revoke a vault connection at its provider; the erasure went on
+    ERASURE_UPSTREAM_FAILED = "privacy.erasure.upstream_failed"
+    ERASURE_SIGNED_OUT = "privacy.user.signed_out"  # erasure: every session and grant ended
+    USER_ERASED = "privacy.user.erased"  # an erasure finished; names only the pseudonym
+    SESSIONS_ENDED = "admin.user.sessions_ended"  # every browser session ended (CLI)
+    GRANTS_REVOKED = "admin.user.grants_revoked"  # every code and token family revoked (CLI)
 
 
 class Severity(StrEnum):

@@ -37,16 +37,25 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     return parsed
 
 
-def export_ocsf(database: Database, since: datetime, out: TextIO) -> int:
-    """Write one OCSF JSON document per line for events at or after ``since``."""
+def export_ocsf(
+    database: Database,
+    since: datetime,
+    out: TextIO,
+    *,
+    subject: str | None = None,
+    client_id: str | None = None,
+) -> int:
+    """Write one OCSF JSON document per line for events at or after ``since``: only those
+    about ``subject`` (a user's pseudonym) and of ``client_id``, when given. Returns how many
+    were written."""
     written = 0
+    query = select(AuditEvent).where(AuditEvent.occurred_at >= since)
+    if subject is not None:
+        query = query.where(AuditEvent.subject == subject)
+    if client_id is not None:
+        query = query.where(AuditEvent.client_id == client_id)
     with database.read_session() as session:
-        rows = session.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.occurred_at >= since)
-            .order_by(AuditEvent.id)
-            .execution_options(yield_per=1000)
-        )
+        rows = session.scalars(query.order_by(AuditEvent.id).execution_options(yield_per=1000))
         for row in rows:
             out.write(json.dumps(to_ocsf(to_record(row), __version__), sort_keys=True) + "\n")
             written += 1

@@ -59,6 +59,27 @@ class AuditCheckpoint(Base):
     signature: Mapped[str] = mapped_column(String(128))
 
 
+class AuditChainAnchor(Base):
+    """A signed statement "the chain now starts at ``first_kept_seq``": written by the pruner
+    (:mod:`echo_identity.audit.retention`) before it deletes the events before that position.
+    ``previous_hash`` is the chain hash the first kept event links to; ``pruned_count`` (all
+    prunes together, so ``first_kept_seq - 1``) events recorded between ``pruned_from`` and
+    ``pruned_through`` are gone. Only the newest anchor is kept."""
+
+    __tablename__ = "audit_chain_anchors"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True)
+    first_kept_seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    first_kept_event_id: Mapped[int] = mapped_column(BigInteger)
+    previous_hash: Mapped[str] = mapped_column(String(64))
+    pruned_count: Mapped[int] = mapped_column(BigInteger)
+    pruned_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    pruned_through: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
 class AuditSigningKey(Base):
     """The Ed25519 key that signs checkpoints; private half encrypted with the system DEK.
 

@@ -15,22 +15,26 @@ order is ``seq``, not ``id``.
 Each batch is one transaction that stores ``chain_seq``/``chain_hash`` on its events and a
 signed checkpoint for the new head, so every sealed event is covered by a signature. Two
 sealers never interleave: PostgreSQL takes a transaction-level advisory lock, SQLite's
-``BEGIN IMMEDIATE`` already admits one writer.
+``BEGIN IMMEDIATE`` already admits one writer. The pruner
+(:mod:`echo_identity.audit.retention`) takes the same lock when it moves the chain's anchor.
+
+Once old events are pruned, :func:`verify_trail` starts from the newest signed anchor
+(:class:`~echo_identity.audit.models.AuditChainAnchor`) instead of the chain's genesis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, text, update
+from sqlalchemy import Result, Row, Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from echo_identity.audit import chain, keys
 from echo_identity.audit.keys import AuditSigner
-from echo_identity.audit.models import AuditCheckpoint, AuditEvent
+from echo_identity.audit.models import AuditChainAnchor, AuditCheckpoint, AuditEvent
 from echo_identity.db import Database, utcnow
 from echo_identity.logs import get_logger
 
@@ -80,6 +84,14 @@ def seal_events(
     return SealResult(sealed, head_seq, checkpoints)
 
 
+def lock_chain(session: Session) -> None:
+    """Serialise with every other writer of the chain (sealer, pruner) until ``session``'s
+    transaction ends: an advisory lock on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+    admits one writer."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": ADVISORY_LOCK_ID})
+
+
 def _seal_batch(
     session: Session,
     signer: AuditSigner,
@@ -87,8 +99,7 @@ def _seal_batch(
     batch_size: int,
     clock: Callable[[], datetime],
 ) -> tuple[int, int]:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": ADVISORY_LOCK_ID})
+    lock_chain(session)
     head = session.execute(
         select(EVENTS.c.chain_seq, EVENTS.c.chain_hash)
         .where(EVENTS.c.chain_seq.is_not(None))
@@ -144,19 +155,12 @@ class TrailStatus:
 
 def verify_trail(database: Database, *, fetch_size: int = 5000) -> TrailStatus:
     """Recompute the whole chain and every checkpoint from one consistent snapshot of the
-    database (a deferred read on SQLite, REPEATABLE READ on PostgreSQL)."""
+    database (a deferred read on SQLite, REPEATABLE READ on PostgreSQL), starting at the
+    newest retention anchor when events were pruned (events before it that a pruner stopped
+    mid-way has not deleted yet are left out: the anchor already vouches for them)."""
     with _snapshot_session(database) as session:
-        checkpoints = [
-            chain.Checkpoint(
-                row.seq,
-                row.head_hash,
-                row.sealed_through,
-                row.created_at,
-                row.key_id,
-                row.signature,
-            )
-            for row in session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq))
-        ]
+        checkpoints = load_checkpoints(session)
+        anchor = load_anchor(session)
         last_cutoff = max((c.sealed_through for c in checkpoints), default=None)
         misplaced = None
         if last_cutoff is not None:
@@ -171,26 +175,74 @@ def verify_trail(database: Database, *, fetch_size: int = 5000) -> TrailStatus:
             select(func.count()).select_from(EVENTS).where(EVENTS.c.chain_seq.is_(None))
         )
         public_keys = keys.public_keys(session)
-        rows = session.execute(
-            select(EVENTS.c.chain_seq, EVENTS.c.chain_hash, *CHAINED_COLUMNS)
-            .where(EVENTS.c.chain_seq.is_not(None))
-            .order_by(EVENTS.c.chain_seq, EVENTS.c.id)
-            .execution_options(yield_per=fetch_size)
-        )
-        events = (
-            chain.SealedEvent(int(row.chain_seq), str(row.chain_hash), _chained(row._mapping))
-            for row in rows
-        )
+        start = anchor.first_kept_seq if anchor is not None else 1
+        rows = sealed_rows(session, start, fetch_size=fetch_size)
         try:
             report = chain.verify_chain(
-                events,
+                sealed_events(rows),
                 checkpoints,
                 public_keys,
                 first_misplaced_unsealed=misplaced,
+                anchor=anchor,
             )
         finally:
             rows.close()  # verification stops at the first damage: release the server cursor
     return TrailStatus(report, int(unsealed or 0))
+
+
+def load_checkpoints(session: Session, *, through_seq: int | None = None) -> list[chain.Checkpoint]:
+    """The stored checkpoints in ``seq`` order (up to ``through_seq`` when given)."""
+    query = select(AuditCheckpoint).order_by(AuditCheckpoint.seq)
+    if through_seq is not None:
+        query = query.where(AuditCheckpoint.seq <= through_seq)
+    return [
+        chain.Checkpoint(
+            row.seq, row.head_hash, row.sealed_through, row.created_at, row.key_id, row.signature
+        )
+        for row in session.scalars(query)
+    ]
+
+
+def load_anchor(session: Session) -> chain.Anchor | None:
+    """The newest retention anchor (the highest ``first_kept_seq``), or ``None`` when nothing
+    was ever pruned."""
+    row = session.scalars(
+        select(AuditChainAnchor).order_by(AuditChainAnchor.first_kept_seq.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    return chain.Anchor(
+        first_kept_seq=row.first_kept_seq,
+        first_kept_id=row.first_kept_event_id,
+        previous_hash=row.previous_hash,
+        pruned_count=row.pruned_count,
+        pruned_from=row.pruned_from,
+        pruned_through=row.pruned_through,
+        created_at=row.created_at,
+        key_id=row.key_id,
+        signature=row.signature,
+    )
+
+
+def sealed_rows(
+    session: Session, from_seq: int, through_seq: int | None = None, *, fetch_size: int = 5000
+) -> Result[Any]:
+    """A streamed result of the sealed events from ``from_seq`` (through ``through_seq``) in
+    chain order, for :func:`sealed_events`; the caller closes it."""
+    query = select(EVENTS.c.chain_seq, EVENTS.c.chain_hash, *CHAINED_COLUMNS).where(
+        EVENTS.c.chain_seq.is_not(None), EVENTS.c.chain_seq >= from_seq
+    )
+    if through_seq is not None:
+        query = query.where(EVENTS.c.chain_seq <= through_seq)
+    return session.execute(
+        query.order_by(EVENTS.c.chain_seq, EVENTS.c.id).execution_options(yield_per=fetch_size)
+    )
+
+
+def sealed_events(rows: Iterable[Row[Any]]) -> Iterator[chain.SealedEvent]:
+    """The rows of :func:`sealed_rows` as :class:`chain.SealedEvent`."""
+    for row in rows:
+        yield chain.SealedEvent(int(row.chain_seq), str(row.chain_hash), _chained(row._mapping))
 
 
 def _snapshot_session(database: Database) -> Session:

@@ -4,6 +4,7 @@ helper a view uses to record its event and commit before the response."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 from sqlalchemy.orm import Session
@@ -39,6 +40,8 @@ class EventFields(TypedDict, total=False):
     client_id: str | None
     token: str | None
     details: dict[str, Any] | None
+    # when it happened, for a recorder that reads an injected clock (the worker); default now
+    occurred_at: datetime
 
 
 class AuditTrail:
@@ -145,7 +148,7 @@ def _row(event_type: EventType, fields: EventFields, person: str | None) -> dict
             token_fingerprint=token_fingerprint,
         )
     return {
-        "occurred_at": utcnow(),
+        "occurred_at": fields.get("occurred_at") or utcnow(),
         "event_type": str(event_type),
         "outcome": outcome,
         "severity": str(severity),

@@ -74,6 +74,10 @@ COMMANDS = {
     "audit": LazyCommand(
         "echo_identity.cli.audit:audit", "Verify, export and inspect the audit trail."
     ),
+    "backup": LazyCommand(
+        "echo_identity.cli.backup:backup",
+        "Encrypted backups: create, verify and restore them, and export the data keys.",
+    ),
     "clients": LazyCommand(
         "echo_identity.cli.clients:clients",
         "Register and manage OAuth clients (relying parties and services).",

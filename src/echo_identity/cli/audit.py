@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from echo_identity.cli.runtime import database_or_exit, emit, fail, json_option, settings_or_exit
+from echo_identity.cli.runtime import (
+    database_or_exit,
+    echo_error,
+    emit,
+    fail,
+    json_option,
+    settings_or_exit,
+)
+
+if TYPE_CHECKING:  # SQLAlchemy loads when a command runs
+    from echo_identity.audit.chain import Anchor
+    from echo_identity.config import Settings
+    from echo_identity.db import Database
 
 
 @click.group()
@@ -21,7 +34,9 @@ def verify(as_json: bool) -> None:
     """Recompute the hash chain and check every signed checkpoint.
 
     Exits 0 with a summary when the trail is intact; otherwise exits 1 naming the first event
-    that was modified, deleted or inserted (or the checkpoint that does not verify).
+    that was modified, deleted or inserted (or the checkpoint that does not verify). Once old
+    events were pruned (ECHO_AUDIT_RETENTION_DAYS), the chain is checked from its signed
+    retention anchor, which the summary states (or names, when it does not verify).
     """
     from echo_identity.audit.sealer import verify_trail
 
@@ -35,12 +50,24 @@ def verify(as_json: bool) -> None:
         "checkpoints": report.checkpoints,
         "head_seq": report.head_seq,
         "head_hash": report.head_hash,
+        "anchor": _anchor_summary(report.anchor),
     }
     if problem is None:
+        anchor = report.anchor
+        pruned = (
+            ""
+            if anchor is None
+            else f"\nstarts at the signed retention anchor: first kept event "
+            f"{anchor.first_kept_id} (seq {anchor.first_kept_seq}); {anchor.pruned_count} "
+            f"earlier events recorded {anchor.pruned_from.isoformat()} to "
+            f"{anchor.pruned_through.isoformat()} pruned (last at "
+            f"{anchor.created_at.isoformat()})"
+        )
         emit(
             {"intact": True, **summary},
             f"audit trail intact: {report.sealed} sealed events, {status.unsealed} not yet "
-            f"sealed, {report.checkpoints} signed checkpoints (head seq {report.head_seq})",
+            f"sealed, {report.checkpoints} signed checkpoints (head seq {report.head_seq})"
+            + pruned,
             as_json=as_json,
         )
         return
@@ -60,13 +87,42 @@ def verify(as_json: bool) -> None:
     sys.exit(1)
 
 
+def _anchor_summary(anchor: Anchor | None) -> dict[str, object] | None:
+    """The retention anchor ``verify`` started from, for ``--json`` (``None``: never pruned)."""
+    if anchor is None:
+        return None
+    return {
+        "first_kept_event_id": anchor.first_kept_id,
+        "first_kept_seq": anchor.first_kept_seq,
+        "previous_hash": anchor.previous_hash,
+        "pruned_count": anchor.pruned_count,
+        "pruned_from": anchor.pruned_from.isoformat(),
+        "pruned_through": anchor.pruned_through.isoformat(),
+        "pruned_at": anchor.created_at.isoformat(),
+        "key_id": anchor.key_id,
+    }
+
+
 @audit.command("export")
 @click.option("--since", default="7d", show_default=True, help="7d, 12h, 30m or ISO 8601 time.")
 @click.option("--format", "fmt", type=click.Choice(["ocsf"]), default="ocsf", show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), required=True)
+@click.option(
+    "--user",
+    "user",
+    metavar="SUB|NAME",
+    help="Only the events about this user (by subject or user name): one account's evidence.",
+)
+@click.option("--client", "client_id", help="Only the events of this client id.")
 @json_option
-def export(since: str, fmt: str, out: str, as_json: bool) -> None:
-    """Export audit events as JSON lines in OCSF shape (Authentication 3002, API Activity 6003)."""
+def export(
+    since: str, fmt: str, out: str, user: str | None, client_id: str | None, as_json: bool
+) -> None:
+    """Export audit events as JSON lines in OCSF shape (Authentication 3002, API Activity 6003).
+
+    People appear as their pseudonyms, as in the trail; --user keeps the events whose subject
+    is that user's pseudonym (printed with the count), --client those of one client.
+    """
     from echo_identity.audit.export import export_ocsf, parse_since
 
     settings = settings_or_exit()
@@ -75,13 +131,29 @@ def export(since: str, fmt: str, out: str, as_json: bool) -> None:
         start = parse_since(since)
     except ValueError as exc:
         fail(f"--since: {exc}", as_json=as_json, code="invalid_since")
+    subject = None if user is None else _pseudonym_or_exit(settings, database, user, as_json)
     with Path(out).open("w", encoding="utf-8") as handle:
-        count = export_ocsf(database, start, handle)
-    emit(
-        {"exported": count, "format": fmt, "out": out},
-        f"exported {count} events to {out}",
-        as_json=as_json,
-    )
+        count = export_ocsf(database, start, handle, subject=subject, client_id=client_id)
+    payload: dict[str, object] = {"exported": count, "format": fmt, "out": out}
+    if subject is not None:
+        payload["subject"] = subject
+    emit(payload, f"exported {count} events to {out}", as_json=as_json)
+
+
+def _pseudonym_or_exit(settings: Settings, database: Database, who: str, as_json: bool) -> str:
+    """The audit pseudonym of the user whose sub or name is ``who``; exits when none is."""
+    from echo_identity.audit.pseudonyms import Pseudonyms
+    from echo_identity.privacy.errors import UnknownSubjectError
+    from echo_identity.privacy.export import find_user
+
+    with database.read_session() as session:
+        user = find_user(session, who)
+        if user is None:
+            echo_error(
+                UnknownSubjectError("No user has that subject or username."), as_json=as_json
+            )
+        sub = user.sub
+    return Pseudonyms.from_secret(settings.secret_key_bytes()).of(sub)
 
 
 @audit.command("alerts")

@@ -200,3 +200,77 @@ def disable(client_id: str, enable: bool, as_json: bool) -> None:
     emit(
         _describe(row), f"client {client_id} {'enabled' if enable else 'disabled'}", as_json=as_json
     )
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id")
+@json_option
+def rotate_secret(client_id: str, as_json: bool) -> None:
+    """Give CLIENT_ID a new secret, printed once; the old one is refused from now on (every
+    server re-reads a client at least once a second). There is no grace period: deploy the
+    new secret to the client right away. Tokens already issued stay valid: end them with
+    `clients revoke-tokens`.
+    """
+    from echo_identity.audit.events import EventType, Severity  # imported when the command runs
+    from echo_identity.idp.clients import ClientRegistry
+
+    settings = settings_or_exit()
+    services = services_or_exit(settings)
+    with services.database.session() as session:
+        try:
+            rotated = ClientRegistry(session, settings.secret_key_bytes()).rotate_secret(client_id)
+        except EchoError as exc:
+            echo_error(exc, as_json=as_json)
+        services.audit.record(
+            session,
+            EventType.CLIENT_SECRET_ROTATED,
+            actor="cli",
+            client_id=client_id,
+            severity=Severity.WARNING,
+        )
+        session.commit()
+    secret = rotated.client_secret or ""
+    emit(
+        {"client_id": client_id, "client_secret": secret},
+        f"client_id     {client_id}\nclient_secret {secret}   (shown once; store it now; "
+        "the old secret no longer works)",
+        as_json=as_json,
+    )
+
+
+@clients.command("revoke-tokens")
+@click.argument("client_id")
+@json_option
+def revoke_tokens(client_id: str, as_json: bool) -> None:
+    """Revoke everything CLIENT_ID holds: every refresh-token family, every authorization
+    code not yet redeemed, and every access token issued until now, client-credentials
+    tokens included (refused at /verify, /introspect, /userinfo and the APIs within a
+    second). New tokens can be fetched from the next second on: rotate the secret first
+    (`clients rotate-secret`) when it leaked.
+    """
+    from echo_identity.audit.events import EventType, Severity  # imported when the command runs
+    from echo_identity.idp.clients import ClientRegistry
+    from echo_identity.idp.errors import UnknownClientError
+    from echo_identity.idp.revocation import Revocations
+
+    settings = settings_or_exit()
+    services = services_or_exit(settings)
+    with services.database.session() as session:
+        if ClientRegistry(session, settings.secret_key_bytes()).find(client_id) is None:
+            echo_error(UnknownClientError(), as_json=as_json)
+        revoked = Revocations(session).revoke_client_grants(client_id, "client_tokens_revoked")
+        services.audit.record(
+            session,
+            EventType.CLIENT_TOKENS_REVOKED,
+            actor="cli",
+            client_id=client_id,
+            severity=Severity.WARNING,
+            details=revoked,
+        )
+        session.commit()
+    emit(
+        {"client_id": client_id, "revoked": revoked},
+        f"client {client_id}: revoked {revoked['token_families']} token family(ies), deleted "
+        f"{revoked['authorization_codes']} unredeemed code(s)",
+        as_json=as_json,
+    )

@@ -24,22 +24,38 @@ def keys() -> None:
     type=click.Choice(ALGORITHMS),
     help="Rotate only these algorithms (repeatable; default: all).",
 )
+@click.option(
+    "--retire-now",
+    is_flag=True,
+    help="Suspected compromise: the new keys sign at once and the old keys of these "
+    "algorithms are deleted: gone from /jwks, and every token they signed refused.",
+)
 @json_option
-def rotate(algorithms: tuple[str, ...], as_json: bool) -> None:
+def rotate(algorithms: tuple[str, ...], retire_now: bool, as_json: bool) -> None:
     """Stage new signing keys: published now, signing after ECHO_KEY_PUBLISH_AHEAD seconds.
 
     Old keys keep signing until then and stay published until their tokens expire; running
     servers pick the change up within seconds, without a restart.
+
+    With --retire-now nothing is staged: the old keys (private halves included) are deleted
+    and the new ones sign at once. Within 5 seconds every server stops publishing and
+    accepting the old keys, so every token they signed (access and ID tokens) is refused;
+    relying parties that cache /jwks must refetch it.
     """
-    from echo_identity.audit.events import EventType  # imported when the command runs
-    from echo_identity.idp.keys import SigningKeyStore
+    from echo_identity.audit.events import EventType, Severity  # imported when the command runs
+    from echo_identity.idp.keys import KeyInfo, SigningKeyStore
 
     services = services_or_exit(settings_or_exit())
+    chosen = algorithms or ALGORITHMS
     with services.database.session() as session:
         store = SigningKeyStore(
             session, services.keyrings(session), services.provider.keys.schedule
         )
-        created = store.rotate(algorithms or ALGORITHMS)
+        retired: list[KeyInfo] = []
+        if retire_now:
+            created, retired = store.replace_now(chosen)
+        else:
+            created = store.rotate(chosen)
         for row in created:
             services.audit.record(
                 session,
@@ -51,17 +67,31 @@ def rotate(algorithms: tuple[str, ...], as_json: bool) -> None:
                     "activates_at": row.activates_at.isoformat(),
                 },
             )
+        for info in retired:
+            services.audit.record(
+                session,
+                EventType.KEY_RETIRED,
+                actor="cli",
+                severity=Severity.WARNING,
+                details={"kid": info.kid, "alg": info.alg},
+            )
         session.commit()
         emit(
             {
                 "created": [
                     {"kid": r.kid, "alg": r.alg, "activates_at": r.activates_at.isoformat()}
                     for r in created
-                ]
+                ],
+                "retired": [{"kid": k.kid, "alg": k.alg} for k in retired],
             },
             "\n".join(
-                f"{r.alg}\t{r.kid}\tsigns from {r.activates_at:%Y-%m-%d %H:%M:%S} UTC"
-                for r in created
+                [
+                    *(
+                        f"{r.alg}\t{r.kid}\tsigns from {r.activates_at:%Y-%m-%d %H:%M:%S} UTC"
+                        for r in created
+                    ),
+                    *(f"{k.alg}\t{k.kid}\tretired (deleted)" for k in retired),
+                ]
             ),
             as_json=as_json,
         )

@@ -30,9 +30,11 @@ def worker(once: bool, as_json: bool) -> None:
                 "expired": result.expired,
                 "sealed": result.sealed,
                 "purged": result.purged,
+                "pruned": result.pruned,
             },
             f"refreshed {result.refreshed}, failed {result.failed}, expired {result.expired}, "
-            f"sealed {result.sealed}, purged {sum(result.purged.values())}",
+            f"sealed {result.sealed}, purged {sum(result.purged.values())}, "
+            f"pruned {sum(result.pruned.values())}",
             as_json=as_json,
         )
         return

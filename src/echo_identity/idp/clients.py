@@ -7,6 +7,7 @@ import secrets
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +47,7 @@ class ClientRecord:
     audiences: tuple[str, ...]
     id_token_alg: str
     vault_providers: tuple[str, ...]
+    tokens_not_before: datetime | None = None  # its access tokens issued before are refused
 
     @classmethod
     def from_mapping(cls, values: Any) -> ClientRecord:
@@ -60,6 +62,7 @@ class ClientRecord:
             audiences=tuple(values["audiences"]),
             id_token_alg=values["id_token_alg"],
             vault_providers=tuple(values["vault_providers"]),
+            tokens_not_before=values["tokens_not_before"],
         )
 
 
@@ -175,6 +178,25 @@ class ClientRegistry:
         row.disabled = disabled
         self._session.flush()
         return row
+
+    def rotate_secret(self, client_id: str) -> RegisteredClient:
+        """Replace the client's secret with a new one (returned once, stored as its digest;
+        flushed, the caller commits). The old secret is refused from the commit on (every
+        process re-reads a client at least once a second): there is no grace period, the
+        client keeps one digest.
+
+        Raises :class:`UnknownClientError`, and :class:`InvalidClientMetadataError` for a
+        public client (it has no secret).
+        """
+        row = self.find(client_id)
+        if row is None:
+            raise UnknownClientError()
+        if row.public:
+            raise InvalidClientMetadataError("A public client has no secret to rotate.")
+        secret = mint(SecretKind.CLIENT_SECRET)
+        row.secret_digest = keyed_digest(self._digest_key, secret)
+        self._session.flush()
+        return RegisteredClient(row, secret)
 
 
 def client_digest_key(secret_key: bytes) -> bytes:

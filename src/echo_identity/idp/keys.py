@@ -141,6 +141,27 @@ class SigningKeyStore:
         self._session.flush()
         return created
 
+    def replace_now(
+        self, algorithms: Sequence[str] = ALGORITHMS
+    ) -> tuple[list[SigningKey], list[KeyInfo]]:
+        """Suspected compromise: create a key per algorithm that signs at once and delete every
+        other key of those algorithms, private half included (flushed; the caller commits).
+        Returns the keys created and what the deleted ones were.
+
+        Unlike :meth:`rotate`, nothing is staged: a retired key leaves ``/jwks`` and every
+        token it signed stops verifying once each process reloads its keys (within
+        ``RELOAD_SECONDS``), and relying parties that cached the old JWKS must refetch it.
+        """
+        now = utcnow()
+        retired = []
+        for row in self.rows():
+            if row.alg in algorithms:
+                retired.append(_info(row))
+                self._session.delete(row)
+        self._session.flush()
+        created = [self.create(alg, now) for alg in algorithms]
+        return created, retired
+
     def load_private(self, row: SigningKey) -> JWTKey:
         """Decrypt a private key; raises ``DecryptionError`` when the ciphertext is not ours."""
         pem = self._keyring.decrypt(row.private_key_ciphertext, PRIVATE_KEY.context_for(row.kid))

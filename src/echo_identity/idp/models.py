@@ -30,6 +30,9 @@ class OAuthClient(Base):
     vault_providers: Mapped[list[str]] = mapped_column(JSON, default=list)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Access tokens of this client issued before this moment are refused (`clients
+    # revoke-tokens`): the only way to reach client-credentials tokens, which no row records.
+    tokens_not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def public(self) -> bool:

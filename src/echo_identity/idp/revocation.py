@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, literal_column, select, true, update
+from sqlalchemy import Select, bindparam, delete, exists, literal_column, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
@@ -18,9 +19,12 @@ from echo_identity.audit.service import AuditTrail
 from echo_identity.cache import FreshFor
 from echo_identity.clock import SYSTEM_CLOCK, Clock
 from echo_identity.db import Database, utcnow
+from echo_identity.idp.clients import AuthlibClient
 from echo_identity.idp.errors import InvalidTokenError
 from echo_identity.idp.models import (
+    AuthorizationCode,
     IssuedAccessToken,
+    OAuthClient,
     RevokedAccessToken,
     TokenFamily,
 )
@@ -70,7 +74,7 @@ class AccessTokenState:
     def __init__(
         self,
         database: Database,
-        clients: Callable[[str], object | None],
+        clients: Callable[[str], AuthlibClient | None],
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``clients``: the enabled client with an id, or ``None`` (``Provider.client``)."""
@@ -105,13 +109,20 @@ class AccessTokenState:
     def access_token_problem(self, claims: dict[str, Any]) -> InvalidTokenError | None:
         """Why a correctly signed access token must still be refused, or ``None``.
 
-        Revoked (itself, its family, or by its user's disable / password change / reset), or
-        minted for a client that has since been disabled (or is gone).
+        Revoked (itself, its family, by its user's disable / password change / reset, or by
+        its client's ``tokens_not_before``: ``clients revoke-tokens``), or minted for a client
+        that has since been disabled (or is gone).
         """
         if self.is_access_token_revoked(str(claims["jti"])):
             return InvalidTokenError("The token has been revoked.", "token_revoked")
-        if self._clients(str(claims["client_id"])) is None:
+        client = self._clients(str(claims["client_id"]))
+        if client is None:
             return InvalidTokenError("The token's client is disabled.", "client_disabled")
+        cutoff = client.row.tokens_not_before
+        # iat has whole seconds: a token issued in the cut-off's own second is refused too
+        # (one that came just after it must be fetched again a second later).
+        if cutoff is not None and int(claims.get("iat", 0)) < math.ceil(cutoff.timestamp()):
+            return InvalidTokenError("The token has been revoked.", "token_revoked")
         return None
 
     def _read_user(self, user_id: str) -> UserStanding | None:
@@ -142,6 +153,44 @@ class Revocations:
             .values(revoked_at=utcnow(), revoked_reason=reason)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def revoke_client_grants(
+        self, client_id: str, reason: str, *, user_id: int | None = None
+    ) -> dict[str, int]:
+        """Revoke every live token family of the client (its refresh tokens, and its access
+        tokens through ``IssuedAccessToken``) and delete its unredeemed authorization codes;
+        only the user's when ``user_id`` is given. A redeemed code is kept: a replay of it must
+        still be recognised. Flushed, not committed. Returns the counts (``token_families``,
+        ``authorization_codes``), as :func:`~echo_identity.idp.credentials.revoke_user_grants`.
+
+        For every user (no ``user_id``), the client's ``tokens_not_before`` is set to now as
+        well: its access tokens issued until now are refused wherever they are checked,
+        client-credentials tokens included (they belong to no family and are not recorded one
+        by one). Every process sees the cut-off within a second (``Provider.client``'s cache).
+        """
+        families = update(TokenFamily).where(
+            TokenFamily.client_id == client_id, TokenFamily.revoked_at.is_(None)
+        )
+        codes = delete(AuthorizationCode).where(
+            AuthorizationCode.client_id == client_id, AuthorizationCode.redeemed_at.is_(None)
+        )
+        if user_id is not None:
+            families = families.where(TokenFamily.user_id == user_id)
+            codes = codes.where(AuthorizationCode.user_id == user_id)
+        now = utcnow()
+        revoked = self._session.execute(families.values(revoked_at=now, revoked_reason=reason))
+        deleted = self._session.execute(codes)
+        if user_id is None:
+            self._session.execute(
+                update(OAuthClient)
+                .where(OAuthClient.client_id == client_id)
+                .values(tokens_not_before=now)
+            )
+        self._session.flush()
+        return {
+            "token_families": int(revoked.rowcount),  # type: ignore[attr-defined]
+            "authorization_codes": int(deleted.rowcount),  # type: ignore[attr-defined]
+        }
 
 
 def revoke_after_reuse(

@@ -82,7 +82,7 @@ def kek_provider(settings: Settings) -> KekProvider:
     local_keys = settings.vault_keks()
     if settings.kms_key_id is None:
         return LocalKekProvider(local_keys)
-    kms = _kms_provider(settings.kms_key_id, settings.kms_region)
+    kms = kms_provider(settings.kms_key_id, settings.kms_region)
     if not local_keys:
         return kms
     return CombinedKekProvider(kms, [LocalKekProvider(local_keys)])
@@ -104,9 +104,12 @@ def keyring_factory(settings: Settings) -> KeyringFactory:
     return keyring_for
 
 
-def _kms_provider(key_id: str, region: str | None) -> KekProvider:
+def kms_provider(
+    key_id: str, region: str | None, *, variable: str = "ECHO_KMS_KEY_ID"
+) -> KekProvider:
     """A :class:`~echo_identity.keys.kms.KmsKekProvider` for ``key_id`` in ``region`` (``None``:
-    boto3's own resolution).
+    boto3's own resolution); ``variable`` names the setting ``key_id`` came from in errors
+    (the vault's KEK, or the backup key: ``ECHO_BACKUP_KMS_KEY_ID``).
 
     Raises:
         ConfigError: boto3 is missing, the region is unknown or invalid, or ``key_id`` is
@@ -121,9 +124,7 @@ def _kms_provider(key_id: str, region: str | None) -> KekProvider:
 
         from echo_identity.keys.kms import KmsKekProvider, client_config
     except ImportError:
-        raise ConfigError(
-            "ECHO_KMS_KEY_ID", "is set but boto3 is not installed", KMS_EXTRA_HINT
-        ) from None
+        raise ConfigError(variable, "is set but boto3 is not installed", KMS_EXTRA_HINT) from None
     try:
         # An own session: the default one is shared by the whole process and not thread-safe.
         client = boto3.session.Session().client("kms", region_name=region, config=client_config())
@@ -138,7 +139,7 @@ def _kms_provider(key_id: str, region: str | None) -> KekProvider:
     try:
         return KmsKekProvider(key_id, client)
     except ValueError as exc:
-        raise ConfigError("ECHO_KMS_KEY_ID", f"is unusable: {exc}") from None
+        raise ConfigError(variable, f"is unusable: {exc}") from None
 
 
 def _scheme(kek_id: str) -> str:

@@ -83,6 +83,7 @@ def test_intact_trail_verifies_with_counts_of_sealed_and_unsealed_events(
     passed = run_cli(env, "worker", "--once", "--json")
     assert passed.returncode == 0, passed.stderr
     assert json.loads(passed.stdout)["sealed"] == 5
+    assert json.loads(passed.stdout)["pruned"] == {}  # nothing is past its retention yet
     assert "Warning" not in passed.stderr
     record_events(database, 2)  # recorded after the pass: not sealed yet, and not a problem
 

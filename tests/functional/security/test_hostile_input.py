@@ -545,6 +545,24 @@ def endpoints(world: World, side: ClientSide) -> dict[str, Endpoint]:
             },
             signed_in=True,
         ),
+        "export": Endpoint(
+            b"POST",
+            "/account/export",
+            {"csrf_token": world.csrf, "current_password": "wrong"},
+            signed_in=True,
+        ),
+        "delete": Endpoint(
+            b"POST",
+            "/account/delete",
+            {"csrf_token": world.csrf, "current_password": "wrong", "confirm_username": "x"},
+            signed_in=True,
+        ),
+        "withdraw": Endpoint(
+            b"POST",
+            "/account/applications/never-authorised/withdraw",
+            {"csrf_token": world.csrf},
+            signed_in=True,
+        ),
         "userinfo": Endpoint(b"POST", "/userinfo", {"access_token": world.service_token}),
         "events": Endpoint(
             b"GET", "/api/v1/audit/events", {"type": "auth.*", "limit": "5"}, in_query=True
@@ -613,6 +631,9 @@ def send(
         "logout-link",
         "connect",
         "password",
+        "export",
+        "delete",
+        "withdraw",
         "userinfo",
         "events",
     ],

@@ -20,6 +20,7 @@ ROW = {
     "audiences": ["api://a"],
     "id_token_alg": "RS256",
     "vault_providers": [],
+    "tokens_not_before": None,
 }
 
 
