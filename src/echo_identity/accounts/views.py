@@ -56,9 +56,11 @@ def index() -> WerkzeugResponse:
     return redirect("/account" if current_user() else "/login")
 
 
-def _record_lockout(limit: RequestLimit) -> None:
-    """Audit a sign-in refused by the rate limit (``auth.login.locked``), committed before
-    the 429 is sent; returns ``None`` so Flask-Limiter renders its usual answer.
+def record_lockout(limit: RequestLimit) -> None:
+    """Audit a password check refused by the rate limit (``auth.login.locked``): sign-in, and
+    every page that asks for the current password again (password change, export, account
+    deletion). Committed before the 429 is sent; returns ``None`` so Flask-Limiter renders
+    its usual answer.
 
     Aggregated per address (``audit.refusals``): a guesser hammering a closed door costs one
     event per window plus its count, not a row per attempt."""
@@ -77,7 +79,7 @@ def _record_lockout(limit: RequestLimit) -> None:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@rate_limits.limit(login_limit, methods=["POST"], on_breach=_record_lockout)
+@rate_limits.limit(login_limit, methods=["POST"], on_breach=record_lockout)
 def login() -> str | WerkzeugResponse | tuple[str, int]:
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
@@ -152,7 +154,7 @@ def end_session(sid: str) -> WerkzeugResponse:
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
-@rate_limits.limit(login_limit, methods=["POST"], on_breach=_record_lockout)
+@rate_limits.limit(login_limit, methods=["POST"], on_breach=record_lockout)
 @login_required
 def change_password() -> str | WerkzeugResponse | tuple[str, int]:
     """The signed-in user's own password change: every other session, code and token of the

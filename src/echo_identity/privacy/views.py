@@ -23,6 +23,7 @@ from echo_identity.accounts.errors import WrongCurrentPasswordError
 from echo_identity.accounts.models import User
 from echo_identity.accounts.service import Accounts
 from echo_identity.accounts.session_cookie import current_session
+from echo_identity.accounts.views import record_lockout
 from echo_identity.audit.events import EventType
 from echo_identity.audit.screen_refusals import audit_refusals_of
 from echo_identity.audit.service import AuditTrail, record_for_request
@@ -77,7 +78,7 @@ def _reauthenticate(user: User, via: str) -> None:
 
 
 @bp.route("/account/export", methods=["GET", "POST"])
-@rate_limits.limit(login_limit, methods=["POST"])
+@rate_limits.limit(login_limit, methods=["POST"], on_breach=record_lockout)
 @login_required
 def export() -> str | Response | tuple[str, int]:
     """The signed-in user's data as a JSON download, streamed; ``privacy.user.exported`` is
@@ -111,7 +112,7 @@ def export() -> str | Response | tuple[str, int]:
 
 
 @bp.route("/account/delete", methods=["GET", "POST"])
-@rate_limits.limit(login_limit, methods=["POST"])
+@rate_limits.limit(login_limit, methods=["POST"], on_breach=record_lockout)
 @login_required
 def delete() -> str | WerkzeugResponse | tuple[str, int]:
     """Erase the signed-in user after re-authentication and their typed username; signs this
