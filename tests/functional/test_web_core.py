@@ -15,8 +15,10 @@ def test_well_formed_request_id_is_echoed_and_bound_to_the_log_line(
     request_id = "trace-0123456789abcdef"
     response = httpx.get(f"{dev_server.base_url}/healthz", headers={"X-Request-ID": request_id})
     assert response.headers["x-request-id"] == request_id
-    logged = [e for e in dev_server.log_events() if e.get("request_id") == request_id]
-    assert any(e["event"] == "request" and e["path"] == "/healthz" for e in logged)
+    logged = dev_server.log_events_once(
+        lambda e: e.get("request_id") == request_id and e.get("event") == "request"
+    )
+    assert [e["path"] for e in logged] == ["/healthz"]
 
 
 def test_malformed_request_id_is_replaced_by_a_generated_one(dev_server: LiveServer) -> None:

@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -132,6 +133,19 @@ class LiveServer:
             if line.startswith("{"):
                 events.append(json.loads(line))
         return events
+
+    def log_events_once(
+        self, found: Callable[[dict[str, Any]], bool], *, seconds: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """The log events for which ``found`` holds, waiting up to ``seconds`` for at least
+        one: a request's access line is written after its response was sent, so a client
+        can read the log before it is there."""
+        deadline = time.monotonic() + seconds
+        while True:
+            matching = [entry for entry in self.log_events() if found(entry)]
+            if matching or time.monotonic() >= deadline:
+                return matching
+            time.sleep(0.02)
 
     def advance(self, seconds: float) -> None:
         """Move the app's clock ahead (it must be a ``MovableClock``): e.g. one second, for a
